@@ -1,0 +1,235 @@
+"""The 3646 call flow: identify, capture the motive, decide, tell the dialplan.
+
+The router never plays the final route itself: it writes ``ROUTER_*`` channel variables
+and closes the AGI session, and the dialplan branches on them (Playback + Hangup, Queue
+with ``QUEUE_PRIO``, ...). The dialplan sets a human route before calling AGI(), and the
+router writes ``ROUTER_DONE=1`` last, so a router that dies, stalls or closes early leaves
+the caller on the way to a person, never in silence.
+
+Time budgets: the directory lookup starts with the call, in parallel with motive capture;
+from the moment the motive is known, history + decision + variables must fit in
+``decision_budget`` (100 ms by default) or the fallback route is written instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from ..agi.server import FallbackRoute
+from ..agi.session import AGISession
+from ..directory.base import AccountDirectory
+from ..exceptions import AGIDeadChannel, AGIError, AGIHangup, DirectoryError, StateStoreError
+from ..numbers import is_withheld, normalize_e164
+from ..policy.config import Policy
+from ..policy.engine import decide
+from ..policy.model import AccountFacts, CallFacts, Decision, MotiveFacts, PastCall
+from ..privacy import WITHHELD, Pseudonymizer
+from ..state.base import CallerMemory
+from .capture import CallContext, MotiveCapture
+
+__all__ = ["CallFlow", "CallFlowConfig", "CallResult", "PolicyHolder"]
+
+log = logging.getLogger(__name__)
+decisions_log = logging.getLogger("agi_router.decision")
+
+
+class PolicyHolder:
+    """The running policy. ``replace`` swaps it atomically; a bad file never gets here because
+    it fails validation first (see ``agi_router.app``)."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.current = policy
+
+    def replace(self, policy: Policy) -> None:
+        self.current = policy
+
+
+@dataclass(frozen=True, slots=True)
+class CallFlowConfig:
+    call_deadline: float = 180.0  # whole AGI session, prompts and menus included
+    decision_budget: float = 0.1  # motive known -> routing variables written
+    directory_wait: float = 0.08  # extra wait for the directory once the motive is known
+    answer: bool = False  # the dialplan answers before AGI() by default
+
+
+@dataclass(slots=True)
+class CallResult:
+    """What happened on one AGI session (the call flow's report, for logs, metrics, tests)."""
+
+    call_id: str
+    caller: str
+    decision: Decision | None = None
+    fallback_reason: str | None = None
+    hung_up: bool = False
+    account: AccountFacts | None = None
+    motive: MotiveFacts | None = None
+    decision_latency_s: float | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+class CallFlow:
+    def __init__(
+        self,
+        *,
+        policy: PolicyHolder,
+        directory: AccountDirectory,
+        memory: CallerMemory,
+        pseudonymizer: Pseudonymizer,
+        capture: MotiveCapture,
+        config: CallFlowConfig | None = None,
+        fallback: FallbackRoute | None = None,
+        clock: Callable[[], datetime] | None = None,
+        on_result: Callable[[CallResult], None] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.directory = directory
+        self.memory = memory
+        self.pseudonymizer = pseudonymizer
+        self.capture = capture
+        self.config = config or CallFlowConfig()
+        self.fallback = fallback or FallbackRoute()
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.on_result = on_result
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, session: AGISession) -> None:
+        result = await self.run(session)
+        if self.on_result is not None:
+            self.on_result(result)
+
+    async def run(self, session: AGISession) -> CallResult:
+        env = session.env
+        raw = env.callerid
+        e164: str | None = None
+        if not is_withheld(raw):
+            with contextlib.suppress(ValueError):
+                e164 = normalize_e164(raw)
+        caller = self.pseudonymizer.of_e164(e164) if e164 else WITHHELD
+        result = CallResult(call_id=env.uniqueid, caller=caller)
+        ctx = CallContext(env.uniqueid, caller, env.language, hint=(env.args[0] if env.args else ""))
+        account_task = asyncio.create_task(self._lookup(e164, caller, result))
+        try:
+            async with asyncio.timeout(self.config.call_deadline):
+                if self.config.answer:
+                    await session.answer()
+                motive = await self.capture.capture(session, ctx) or MotiveFacts(None)
+                result.motive = motive
+                t0 = time.perf_counter()
+                decision = await self._decide(session, caller, e164, motive, account_task, result)
+                result.decision = decision
+                result.decision_latency_s = time.perf_counter() - t0
+        except TimeoutError:
+            result.fallback_reason = result.fallback_reason or "deadline"
+        except (AGIHangup, AGIDeadChannel):
+            result.hung_up = True
+        except AGIError as exc:
+            # Connection-level trouble: the dialplan's own defaults take over.
+            result.errors.append(f"agi: {exc}")
+            result.fallback_reason = "agi_error"
+        except Exception as exc:
+            log.exception("call flow fault on %s", env.uniqueid)
+            result.errors.append(f"internal: {exc!r}")
+            result.fallback_reason = "internal_error"
+        finally:
+            account_task.cancel()
+        if result.fallback_reason and not result.hung_up and not session.hung_up:
+            await self.fallback.apply(session, result.fallback_reason)
+        if result.hung_up or session.hung_up:
+            result.hung_up = True
+        self._log(result)
+        return result
+
+    async def _lookup(self, e164: str | None, caller: str, result: CallResult) -> AccountFacts:
+        if caller == WITHHELD:
+            return AccountFacts.none()
+        try:
+            return await self.directory.lookup(e164, caller)
+        except DirectoryError as exc:
+            result.errors.append(f"directory: {exc}")
+            return AccountFacts.unknown()
+
+    async def _history(self, caller: str, motive: str, now: datetime, result: CallResult) -> tuple[PastCall, ...]:
+        try:
+            return await self.memory.history(caller, motive, now)
+        except StateStoreError as exc:
+            result.errors.append(f"state: {exc}")
+            return ()
+
+    async def _decide(
+        self,
+        session: AGISession,
+        caller: str,
+        e164: str | None,
+        motive: MotiveFacts,
+        account_task: asyncio.Task[AccountFacts],
+        result: CallResult,
+    ) -> Decision:
+        policy = self.policy.current
+        cfg = self.config
+        try:
+            async with asyncio.timeout(cfg.decision_budget):
+                now = self.clock()
+                withheld = caller == WITHHELD
+                history_task = (
+                    asyncio.create_task(self._history(caller, motive.motive_id, now, result))
+                    if motive.motive_id and not withheld
+                    else None
+                )
+                try:
+                    account = await asyncio.wait_for(asyncio.shield(account_task), cfg.directory_wait)
+                except TimeoutError:
+                    result.errors.append("directory: no answer within the decision budget")
+                    account = AccountFacts.unknown()
+                history = await history_task if history_task else ()
+                result.account = account
+                facts = CallFacts(
+                    call_id=session.env.uniqueid, caller=caller, withheld=withheld, account=account,
+                    motive=motive, now=now, history=history,
+                )
+                decision = decide(policy, facts)
+                variables = decision.channel_variables()
+                for name, value in variables.items():
+                    await session.set_variable(name, value)
+                await session.set_variable("ROUTER_DONE", "1")
+        except TimeoutError:
+            result.fallback_reason = "decision_budget"
+            raise
+        if motive.motive_id and not withheld:
+            self._spawn(self._record(caller, motive.motive_id, PastCall(now, motive.motive_id, decision.action),
+                                     policy))
+        return decision
+
+    async def _record(self, caller: str, motive: str, call: PastCall, policy: Policy) -> None:
+        try:
+            await self.memory.record(caller, motive, call, policy.memory_ttl)
+        except StateStoreError as exc:
+            log.warning("caller memory not updated for %s/%s: %s", caller, motive, exc)
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        """Wait for background history writes (tests, shutdown)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    def _log(self, r: CallResult) -> None:
+        d = r.decision
+        decisions_log.info(
+            "call=%s caller=%s action=%s queue=%s rule=%s motive=%s method=%s segment=%s policy=%s "
+            "latency_ms=%s fallback=%s hung_up=%s errors=%s",
+            r.call_id, r.caller,
+            d.action.value if d else "-", (d.queue if d else None) or "-", d.rule if d else "-",
+            (r.motive.motive_id if r.motive else None) or "-", r.motive.method if r.motive else "-",
+            d.segment.value if d else "-", d.policy_version if d else "-",
+            f"{r.decision_latency_s * 1000:.2f}" if r.decision_latency_s is not None else "-",
+            r.fallback_reason or "-", r.hung_up, "; ".join(r.errors) or "-",
+        )

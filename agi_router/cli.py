@@ -1,0 +1,98 @@
+"""``agi-router`` command line.
+
+    agi-router serve [--config FILE] [--host H] [--port P]
+    agi-router directory import FILE.csv [--replace] [--config FILE]
+    agi-router policy check [FILE] [--config FILE]
+    agi-router pseudonym NUMBER [--config FILE]
+
+Exit status: 0 success, 2 invalid input (with a message naming the file and key or line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import sys
+from pathlib import Path
+
+from .config import Settings, load_settings
+from .exceptions import ConfigError, DirectoryImportError, NumberFormatError
+from .logs import setup_logging
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="agi-router", description="FastAGI call router for the 3646 hotline")
+    p.add_argument("--config", type=Path, help="settings file (default: $AGI_ROUTER_CONFIG, else built-in defaults)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve", help="run the FastAGI router")
+    s.add_argument("--host", help="override agi.host")
+    s.add_argument("--port", type=int, help="override agi.port")
+    d = sub.add_parser("directory", help="account directory tools")
+    dsub = d.add_subparsers(dest="dcmd", required=True)
+    imp = dsub.add_parser("import", help="import a CSV (number,last_login,flags); all rows or none")
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--replace", action="store_true", help="replace the whole directory instead of merging")
+    pol = sub.add_parser("policy", help="policy tools")
+    psub = pol.add_subparsers(dest="pcmd", required=True)
+    chk = psub.add_parser("check", help="validate a policy file (default: the configured one)")
+    chk.add_argument("file", type=Path, nargs="?")
+    ps = sub.add_parser("pseudonym", help="print the pseudonym of a number (to find a caller in logs)")
+    ps.add_argument("number")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        setup_logging(settings.log.level, settings.log.json)
+        return _dispatch(args, settings)
+    except DirectoryImportError as exc:
+        print(f"agi-router: import refused: {exc}", file=sys.stderr)
+        return 2
+    except (ConfigError, NumberFormatError) as exc:
+        print(f"agi-router: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.cmd == "serve":
+        agi = settings.agi
+        if args.host or args.port is not None:
+            agi = dataclasses.replace(agi, host=args.host or agi.host,
+                                      port=args.port if args.port is not None else agi.port)
+            settings = dataclasses.replace(settings, agi=agi)
+        from .app import run
+
+        asyncio.run(run(settings))
+        return 0
+    if args.cmd == "directory":
+        from .app import make_pseudonymizer
+        from .directory.sqlite import import_csv
+
+        db = settings.path(settings.directory.sqlite_path)
+        report = import_csv(args.file, db, make_pseudonymizer(settings), replace=args.replace)
+        print(f"imported {report.rows} number(s), {report.with_account} with an online account, into {db}"
+              f"{' (replaced)' if report.replaced else ''}")
+        return 0
+    if args.cmd == "policy":
+        from .motives.catalogue import Catalogue
+        from .policy.config import load_policy
+
+        catalogue = Catalogue.load(settings.catalogue_file)
+        policy = load_policy(args.file or settings.policy_file, catalogue=catalogue)
+        print(f"ok: {policy.label} ({policy.description}); catalogue {catalogue.version}, "
+              f"{len(policy.deflect_motives)} deflectable motive(s)")
+        return 0
+    if args.cmd == "pseudonym":
+        from .app import make_pseudonymizer
+        from .numbers import normalize_e164
+
+        print(make_pseudonymizer(settings).of_e164(normalize_e164(args.number)))
+        return 0
+    raise AssertionError(args.cmd)

@@ -1,0 +1,168 @@
+"""Router settings: one TOML file (``--config`` or ``$AGI_ROUTER_CONFIG``); every key optional.
+
+With no file at all the router runs on its embedded defaults: FastAGI on 127.0.0.1:4573,
+in-process caller memory, the SQLite directory under ``data_dir``, the bundled 2024 policy.
+Relative paths are resolved against ``data_dir`` (itself relative to the working directory).
+See ``agi-router.example.toml`` for every key with its default.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ._toml import TableReader
+from .exceptions import ConfigError
+
+__all__ = [
+    "AGISettings",
+    "DirectorySettings",
+    "FlowSettings",
+    "LogSettings",
+    "Settings",
+    "StateSettings",
+    "load_settings",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class AGISettings:
+    host: str = "127.0.0.1"
+    port: int = 4573
+    max_sessions: int = 500
+    header_timeout: float = 2.0
+    command_timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class FlowSettings:
+    call_deadline: float = 180.0
+    decision_budget_ms: float = 100.0
+    directory_wait_ms: float = 80.0
+    answer: bool = False
+    menu_attempts: int = 3
+    menu_timeout_ms: int = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class StateSettings:
+    backend: str = "memory"  # memory | redis
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    timeout_ms: float = 50.0
+
+
+@dataclass(frozen=True, slots=True)
+class DirectorySettings:
+    backend: str = "sqlite"  # sqlite | http | none
+    sqlite_path: Path = Path("directory.sqlite3")
+    timeout_ms: float = 50.0
+    http_url: str = ""
+    http_timeout_ms: float = 150.0
+    http_identify_by: str = "pseudonym"  # pseudonym | e164
+    http_cache_ttl_s: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    level: str = "INFO"
+    json: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path = Path("var")
+    key_file: Path = Path("pseudonym.key")
+    policy_file: Path | None = None  # None: the bundled 2024 policy
+    catalogue_file: Path | None = None  # None: the bundled catalogue
+    agi: AGISettings = field(default_factory=AGISettings)
+    flow: FlowSettings = field(default_factory=FlowSettings)
+    state: StateSettings = field(default_factory=StateSettings)
+    directory: DirectorySettings = field(default_factory=DirectorySettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    source: str = "<defaults>"
+
+    def path(self, p: Path) -> Path:
+        return p if p.is_absolute() else self.data_dir / p
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Read settings; ``path`` None means ``$AGI_ROUTER_CONFIG`` or, failing that, defaults only."""
+    if path is None and os.environ.get("AGI_ROUTER_CONFIG"):
+        path = Path(os.environ["AGI_ROUTER_CONFIG"])
+    if path is None:
+        data_dir = Path(os.environ.get("AGI_ROUTER_DATA_DIR", "var"))
+        return Settings(data_dir=data_dir)
+    f = str(path)
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=f) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", file=f) from None
+    root = TableReader(data, "", f)
+    d = Settings()
+    data_dir = Path(root.get("data_dir", str, str(d.data_dir)))
+    key_file = Path(root.get("key_file", str, str(d.key_file)))
+    policy_file = root.get("policy_file", str, "")
+    catalogue_file = root.get("catalogue_file", str, "")
+
+    a = root.table("agi")
+    agi = AGISettings(
+        host=a.get("host", str, d.agi.host),
+        port=a.int_range("port", 0, 65535, d.agi.port),
+        max_sessions=a.int_range("max_sessions", 1, 100000, d.agi.max_sessions),
+        header_timeout=a.float_range("header_timeout", 0.05, 60.0, d.agi.header_timeout),
+        command_timeout=a.float_range("command_timeout", 0.05, 600.0, d.agi.command_timeout),
+    )
+    a.finish()
+
+    fl = root.table("flow")
+    flow = FlowSettings(
+        call_deadline=fl.float_range("call_deadline", 1.0, 3600.0, d.flow.call_deadline),
+        decision_budget_ms=fl.float_range("decision_budget_ms", 5.0, 10000.0, d.flow.decision_budget_ms),
+        directory_wait_ms=fl.float_range("directory_wait_ms", 0.0, 10000.0, d.flow.directory_wait_ms),
+        answer=fl.get("answer", bool, d.flow.answer),
+        menu_attempts=fl.int_range("menu_attempts", 1, 10, d.flow.menu_attempts),
+        menu_timeout_ms=fl.int_range("menu_timeout_ms", 500, 60000, d.flow.menu_timeout_ms),
+    )
+    if flow.directory_wait_ms >= flow.decision_budget_ms:
+        raise fl.err("directory_wait_ms", "must be shorter than decision_budget_ms")
+    fl.finish()
+
+    s = root.table("state")
+    state = StateSettings(
+        backend=s.choice("backend", ("memory", "redis"), d.state.backend),
+        redis_url=s.get("redis_url", str, d.state.redis_url),
+        timeout_ms=s.float_range("timeout_ms", 1.0, 10000.0, d.state.timeout_ms),
+    )
+    s.finish()
+
+    di = root.table("directory")
+    directory = DirectorySettings(
+        backend=di.choice("backend", ("sqlite", "http", "none"), d.directory.backend),
+        sqlite_path=Path(di.get("sqlite_path", str, str(d.directory.sqlite_path))),
+        timeout_ms=di.float_range("timeout_ms", 1.0, 10000.0, d.directory.timeout_ms),
+        http_url=di.get("http_url", str, d.directory.http_url),
+        http_timeout_ms=di.float_range("http_timeout_ms", 1.0, 10000.0, d.directory.http_timeout_ms),
+        http_identify_by=di.choice("http_identify_by", ("pseudonym", "e164"), d.directory.http_identify_by),
+        http_cache_ttl_s=di.float_range("http_cache_ttl_s", 0.0, 86400.0, d.directory.http_cache_ttl_s),
+    )
+    if directory.backend == "http" and not directory.http_url.startswith(("http://", "https://")):
+        raise di.err("http_url", "backend = 'http' needs an http:// or https:// URL")
+    di.finish()
+
+    lg = root.table("log")
+    logs = LogSettings(
+        level=lg.choice("level", ("DEBUG", "INFO", "WARNING", "ERROR"), d.log.level),
+        json=lg.get("json", bool, d.log.json),
+    )
+    lg.finish()
+    root.finish()
+    return Settings(
+        data_dir=data_dir, key_file=key_file,
+        policy_file=Path(policy_file) if policy_file else None,
+        catalogue_file=Path(catalogue_file) if catalogue_file else None,
+        agi=agi, flow=flow, state=state, directory=directory, log=logs, source=f,
+    )

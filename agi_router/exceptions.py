@@ -1,0 +1,151 @@
+"""The one exception tree of agi-router.
+
+Every error the router raises on purpose derives from :class:`RouterError`::
+
+    RouterError
+    ├── ConfigError                 a settings or policy file is wrong (file, key, what is wrong)
+    │   └── PolicyError             a policy file failed validation
+    ├── NumberFormatError           a telephone number cannot be normalised to E.164
+    ├── AGIError                    anything on the FastAGI connection
+    │   ├── AGIProtocolError        Asterisk sent something that is not res_agi's wire format
+    │   │   └── AGIHeaderTooLarge   the agi_* block exceeded the size or line limit
+    │   ├── AGITimeout              a header or a command response did not arrive in time
+    │   ├── AGIConnectionClosed     the socket closed before a complete answer
+    │   ├── AGIHangup               the caller hung up (inline ``HANGUP`` line, or result=-1)
+    │   └── AGICommandError         Asterisk answered a command with an error code
+    │       ├── AGIInvalidCommand   510 Invalid or unknown command
+    │       ├── AGIDeadChannel      511 Command Not Permitted on a dead channel
+    │       └── AGIUsageError       520 Invalid command syntax (usage follows)
+    ├── DirectoryError              the account directory could not answer
+    │   ├── DirectoryTimeout        it did not answer within its time budget
+    │   └── DirectoryImportError    a CSV import was refused (nothing was imported)
+    └── StateStoreError             the caller-memory store could not answer
+
+Callers of the router catch :class:`RouterError`; the call flow never lets one reach a
+caller: any of them ends in a fallback route to a human.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "AGICommandError",
+    "AGIConnectionClosed",
+    "AGIDeadChannel",
+    "AGIError",
+    "AGIHangup",
+    "AGIHeaderTooLarge",
+    "AGIInvalidCommand",
+    "AGIProtocolError",
+    "AGITimeout",
+    "AGIUsageError",
+    "ConfigError",
+    "DirectoryError",
+    "DirectoryImportError",
+    "DirectoryTimeout",
+    "NumberFormatError",
+    "PolicyError",
+    "RouterError",
+    "StateStoreError",
+]
+
+
+class RouterError(Exception):
+    """Base class of every error agi-router raises on purpose."""
+
+
+class ConfigError(RouterError):
+    """A configuration file is invalid. ``file`` and ``key`` locate the fault."""
+
+    def __init__(self, message: str, *, file: str | None = None, key: str | None = None) -> None:
+        self.file = file
+        self.key = key
+        self.reason = message
+        where = ": ".join(p for p in (file, key) if p)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class PolicyError(ConfigError):
+    """A policy file failed validation; the running policy is kept."""
+
+
+class NumberFormatError(RouterError, ValueError):
+    """A telephone number cannot be normalised to E.164."""
+
+
+class AGIError(RouterError):
+    """Base class of FastAGI errors."""
+
+
+class AGIProtocolError(AGIError):
+    """Asterisk sent a line that is not in res_agi's wire format."""
+
+
+class AGIHeaderTooLarge(AGIProtocolError):
+    """The ``agi_*`` environment block exceeded the configured size or line count."""
+
+
+class AGITimeout(AGIError):
+    """The header or a command response did not arrive within its deadline."""
+
+
+class AGIConnectionClosed(AGIError):
+    """The connection closed before a complete header or response."""
+
+
+class AGIHangup(AGIError):
+    """The caller hung up. Later commands would get 511."""
+
+
+class AGICommandError(AGIError):
+    """Asterisk answered a command with an error status code."""
+
+    code: int = 0
+
+    def __init__(self, command: str, message: str, usage: Sequence[str] = ()) -> None:
+        self.command = command
+        self.message = message
+        self.usage = tuple(usage)
+        super().__init__(f"{self.code} {message} (command: {command!r})")
+
+
+class AGIInvalidCommand(AGICommandError):
+    """510 Invalid or unknown command."""
+
+    code = 510
+
+
+class AGIDeadChannel(AGICommandError):
+    """511 Command Not Permitted on a dead channel or intercept routine."""
+
+    code = 511
+
+
+class AGIUsageError(AGICommandError):
+    """520 Invalid command syntax; ``usage`` holds the usage text Asterisk sent."""
+
+    code = 520
+
+
+class DirectoryError(RouterError):
+    """The account directory could not answer. The status is then 'unknown'."""
+
+
+class DirectoryTimeout(DirectoryError):
+    """The account directory did not answer within its time budget."""
+
+
+class DirectoryImportError(DirectoryError):
+    """A directory import was refused; ``errors`` lists ``(line, message)``; nothing was imported."""
+
+    def __init__(self, file: str, errors: Sequence[tuple[int, str]]) -> None:
+        self.file = file
+        self.errors = tuple(errors)
+        shown = "\n".join(f"{file}:{line}: {msg}" for line, msg in self.errors[:50])
+        more = f"\n... and {len(self.errors) - 50} more" if len(self.errors) > 50 else ""
+        super().__init__(f"{len(self.errors)} bad row(s), nothing imported:\n{shown}{more}")
+
+
+class StateStoreError(RouterError):
+    """The caller-memory store could not answer."""

@@ -1,0 +1,238 @@
+"""Policy files: TOML, validated on load with precise errors (file, key, what is wrong).
+
+Unknown keys are errors too: a typo such as ``windows_minutes`` must not silently fall back
+to a default on a production hotline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, time, timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .._toml import TableReader as _BaseReader
+from ..exceptions import PolicyError
+from ..motives.catalogue import Catalogue
+
+__all__ = ["DAYS", "OpeningHours", "Policy", "default_policy_path", "load_policy", "parse_policy"]
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_RANGE = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
+
+
+def default_policy_path() -> Path:
+    return Path(str(resources.files("agi_router") / "data" / "policy-3646-2024.toml"))
+
+
+@dataclass(frozen=True, slots=True)
+class OpeningHours:
+    enabled: bool
+    timezone: ZoneInfo
+    weekly: tuple[tuple[tuple[time, time], ...], ...]  # index 0 = Monday
+    holidays: frozenset[date]
+    closed_prompts: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    id: str
+    version: str
+    digest: str
+    description: str
+    timezone: ZoneInfo
+    active_months: int
+    deflection_enabled: bool
+    deflect_motives: frozenset[str]
+    deflect_min_confidence: float
+    deflect_sms: bool
+    deflect_prompts_before: tuple[str, ...]
+    deflect_prompts_after: tuple[str, ...]
+    deflect_sms_prompt: str | None
+    hangup_enabled: bool
+    repeat_window: timedelta
+    hangup_prompts: tuple[str, ...]
+    priority_enabled: bool
+    priority_after_hangups: int
+    chain_gap: timedelta
+    priority_value: int
+    memory_ttl: timedelta
+    default_queue: str
+    default_priority: int
+    queue_map: Mapping[str, str]
+    human_queue: str
+    human_priority: int
+    hours: OpeningHours
+    saturation_enabled: bool
+    saturation_max_waiting: int
+    saturation_max_wait_s: float
+    saturation_callback: bool
+    saturation_prompts: tuple[str, ...]
+    catalogue: Catalogue = field(repr=False, compare=False)
+
+    @property
+    def label(self) -> str:
+        """``id@version+digest``: names exactly which file decided."""
+        return f"{self.id}@{self.version}+{self.digest[:8]}"
+
+    def queue_for(self, motive_id: str | None) -> str:
+        m = self.catalogue.get(motive_id or "")
+        if m is None:
+            return self.default_queue
+        return self.queue_map.get(m.skill) or self.catalogue.skills[m.skill].queue
+
+
+def _parse_ranges(r: _Reader, key: str) -> tuple[tuple[time, time], ...]:
+    spec: str = r.get(key, str)
+    out = []
+    for part in (p.strip() for p in spec.split(",") if p.strip()):
+        m = _RANGE.match(part)
+        if not m:
+            raise r.err(key, f"{part!r} is not HH:MM-HH:MM")
+        h1, m1, h2, m2 = (int(x) for x in m.groups())
+        if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59 or (h2 == 24 and m2):
+            raise r.err(key, f"{part!r}: no such time of day")
+        start = time(h1, m1)
+        end = time(23, 59, 59, 999999) if h2 == 24 else time(h2, m2)
+        if end <= start:
+            raise r.err(key, f"{part!r}: the range ends before it starts")
+        out.append((start, end))
+    return tuple(out)
+
+
+class _Reader(_BaseReader):
+    error_class = PolicyError
+
+
+def _table(root: _Reader, key: str) -> _Reader:
+    return root.table(key)
+
+
+def parse_policy(text: str, *, file: str = "<policy>", catalogue: Catalogue | None = None) -> Policy:
+    """Validate a policy document; raise :class:`PolicyError` naming the first fault."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"not valid TOML: {exc}", file=file) from None
+    catalogue = catalogue or Catalogue.load()
+    root = _Reader(data, "", file)
+
+    p = _table(root, "policy")
+    pid = p.get("id", str)
+    version = p.get("version", str)
+    description = p.get("description", str, "")
+    tzname = p.get("timezone", str, "Europe/Paris")
+    try:
+        tz = ZoneInfo(tzname)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise p.err("timezone", f"unknown time zone {tzname!r}") from None
+    p.finish()
+
+    a = _table(root, "account")
+    active_months = a.int_range("active_months", 1, 120)
+    a.finish()
+
+    d = _table(root, "deflection")
+    deflection_enabled = d.get("enabled", bool)
+    motives = d.strings("motives", ())
+    for i, mid in enumerate(motives):
+        m = catalogue.get(mid)
+        if m is None:
+            raise d.err(f"motives[{i}]", f"unknown motive {mid!r} (catalogue {catalogue.version})")
+        if not m.simple or m.kind != "normal":
+            raise d.err(f"motives[{i}]", f"motive {mid!r} is not a simple online procedure in the catalogue")
+    min_conf: float = d.get("min_confidence", float, 0.0)
+    if not 0.0 <= min_conf <= 1.0:
+        raise d.err("min_confidence", f"must be between 0 and 1, got {min_conf}")
+    sms = d.get("sms", bool, False)
+    before = d.strings("prompts_before", ())
+    after = d.strings("prompts_after", ())
+    sms_prompt = d.get("sms_prompt", str, "") or None
+    d.finish()
+
+    r = _table(root, "repeat")
+    hangup_enabled = r.get("hangup_enabled", bool)
+    window = r.int_range("window_minutes", 1, 24 * 60)
+    hangup_prompts = r.strings("hangup_prompts", ())
+    priority_enabled = r.get("priority_enabled", bool)
+    after_hangups = r.int_range("priority_after_hangups", 1, 20)
+    chain_gap = r.int_range("chain_gap_minutes", 1, 24 * 60)
+    priority_value = r.int_range("priority", 0, 1000)
+    memory_hours = r.int_range("memory_hours", 1, 24 * 90, 24)
+    if memory_hours * 60 < max(window, chain_gap):
+        raise r.err("memory_hours", f"{memory_hours} h is shorter than the repeat windows")
+    r.finish()
+
+    q = _table(root, "queues")
+    default_queue = q.get("default", str)
+    default_priority = q.int_range("default_priority", 0, 1000, 0)
+    qmap = q.get("map", dict, {})
+    for skill, queue in qmap.items():
+        if skill not in catalogue.skills:
+            raise q.err(f"map.{skill}", f"unknown skill; known: {sorted(catalogue.skills)}")
+        if not isinstance(queue, str) or not queue:
+            raise q.err(f"map.{skill}", "must be a queue name")
+    q.finish()
+
+    h = _table(root, "human")
+    human_queue = h.get("queue", str, default_queue)
+    human_priority = h.int_range("priority", 0, 1000, 0)
+    h.finish()
+
+    o = _table(root, "hours")
+    hours_enabled = o.get("enabled", bool, False)
+    weekly = tuple(_parse_ranges(o, day) if day in o.data else () for day in DAYS)
+    for day in DAYS:
+        o.used.add(day)
+    holidays = set()
+    for i, s in enumerate(o.strings("holidays", ())):
+        try:
+            holidays.add(date.fromisoformat(s))
+        except ValueError:
+            raise o.err(f"holidays[{i}]", f"{s!r} is not an ISO date YYYY-MM-DD") from None
+    closed_prompts = o.strings("closed_prompts", ())
+    if hours_enabled and not any(weekly):
+        raise o.err("enabled", "opening hours are enabled but no day has a range: the line would never open")
+    o.finish()
+
+    s = _table(root, "saturation")
+    sat_enabled = s.get("enabled", bool, False)
+    sat_waiting = s.int_range("max_waiting", 1, 100000, 50)
+    sat_wait = float(s.int_range("max_wait_seconds", 1, 86400, 1800))
+    sat_callback = s.get("callback_offer", bool, False)
+    sat_prompts = s.strings("prompts", ())
+    s.finish()
+
+    root.finish()
+    return Policy(
+        id=pid, version=version, digest=hashlib.sha256(text.encode()).hexdigest(), description=description,
+        timezone=tz, active_months=active_months,
+        deflection_enabled=deflection_enabled, deflect_motives=frozenset(motives),
+        deflect_min_confidence=min_conf, deflect_sms=sms, deflect_prompts_before=before,
+        deflect_prompts_after=after, deflect_sms_prompt=sms_prompt,
+        hangup_enabled=hangup_enabled, repeat_window=timedelta(minutes=window), hangup_prompts=hangup_prompts,
+        priority_enabled=priority_enabled, priority_after_hangups=after_hangups,
+        chain_gap=timedelta(minutes=chain_gap), priority_value=priority_value,
+        memory_ttl=timedelta(hours=memory_hours),
+        default_queue=default_queue, default_priority=default_priority, queue_map=dict(qmap),
+        human_queue=human_queue, human_priority=human_priority,
+        hours=OpeningHours(hours_enabled, tz, weekly, frozenset(holidays), closed_prompts),
+        saturation_enabled=sat_enabled, saturation_max_waiting=sat_waiting, saturation_max_wait_s=sat_wait,
+        saturation_callback=sat_callback, saturation_prompts=sat_prompts,
+        catalogue=catalogue,
+    )
+
+
+def load_policy(path: Path | None = None, *, catalogue: Catalogue | None = None) -> Policy:
+    path = path or default_policy_path()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
+    return parse_policy(text, file=str(path), catalogue=catalogue)

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agi_router.motives.catalogue import Catalogue
+from agi_router.policy.config import Policy, load_policy
+from agi_router.privacy import Pseudonymizer
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def mini_catalogue() -> Catalogue:
+    return Catalogue.load(FIXTURES / "catalogue-mini.toml")
+
+
+@pytest.fixture(scope="session")
+def mini_policy(mini_catalogue: Catalogue) -> Policy:
+    return load_policy(FIXTURES / "policy-mini.toml", catalogue=mini_catalogue)
+
+
+@pytest.fixture(scope="session")
+def pseudonymizer() -> Pseudonymizer:
+    return Pseudonymizer(b"test-key-0123456789abcdef")
