@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..exceptions import (
@@ -163,6 +164,16 @@ class AGISession:
             raise AGITimeout(f"no response to {text!r} within {limit:.3g} s") from None
         except ConnectionError as exc:
             raise AGIConnectionClosed(f"connection lost during {text!r}: {exc}") from None
+
+    async def set_variables(self, variables: Mapping[str, str | int]) -> None:
+        """Set several variables, one command each, in order.
+
+        Not pipelined on purpose: res_agi reads commands with ``fgets`` on a stdio stream and
+        then polls the socket, so a second line already in the stdio buffer would wait until
+        more bytes arrive (see ``run_agi`` in res_agi.c).
+        """
+        for name, value in variables.items():
+            await self.set_variable(name, value)
 
     def _check_hangup(self, response: AGIResponse, command: str) -> None:
         if response.result == "-1":

@@ -53,7 +53,7 @@ class PolicyHolder:
 @dataclass(frozen=True, slots=True)
 class CallFlowConfig:
     call_deadline: float = 180.0  # whole AGI session, prompts and menus included
-    decision_budget: float = 0.1  # motive known -> routing variables written
+    decision_budget: float = 0.1  # motive known -> decision made (then one round trip to write it)
     directory_wait: float = 0.08  # extra wait for the directory once the motive is known
     answer: bool = False  # the dialplan answers before AGI() by default
 
@@ -120,10 +120,7 @@ class CallFlow:
                     await session.answer()
                 motive = await self.capture.capture(session, ctx) or MotiveFacts(None)
                 result.motive = motive
-                t0 = time.perf_counter()
-                decision = await self._decide(session, caller, e164, motive, account_task, result)
-                result.decision = decision
-                result.decision_latency_s = time.perf_counter() - t0
+                result.decision = await self._decide(session, caller, e164, motive, account_task, result)
         except TimeoutError:
             result.fallback_reason = result.fallback_reason or "deadline"
         except (AGIHangup, AGIDeadChannel):
@@ -170,6 +167,7 @@ class CallFlow:
         account_task: asyncio.Task[AccountFacts],
         result: CallResult,
     ) -> Decision:
+        t0 = time.perf_counter()
         policy = self.policy.current
         cfg = self.config
         try:
@@ -193,13 +191,14 @@ class CallFlow:
                     motive=motive, now=now, history=history,
                 )
                 decision = decide(policy, facts)
-                variables = decision.channel_variables()
-                for name, value in variables.items():
-                    await session.set_variable(name, value)
-                await session.set_variable("ROUTER_DONE", "1")
         except TimeoutError:
             result.fallback_reason = "decision_budget"
             raise
+        result.decision_latency_s = time.perf_counter() - t0
+        # ROUTER_DONE last, in its own command, so that a partial write
+        # (connection lost midway) still leaves the dialplan on its human default.
+        await session.set_variables(decision.channel_variables())
+        await session.set_variable("ROUTER_DONE", "1")
         if motive.motive_id and not withheld:
             self._spawn(self._record(caller, motive.motive_id, PastCall(now, motive.motive_id, decision.action),
                                      policy))
