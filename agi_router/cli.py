@@ -3,6 +3,7 @@
     agi-router serve [--config FILE] [--host H] [--port P]
     agi-router directory import FILE.csv [--replace] [--config FILE]
     agi-router policy check [FILE] [--config FILE]
+    agi-router prompts list | build DIR [--voice fr+f2]
     agi-router pseudonym NUMBER [--config FILE]
 
 Exit status: 0 success, 2 invalid input (with a message naming the file and key or line).
@@ -39,6 +40,13 @@ def _parser() -> argparse.ArgumentParser:
     psub = pol.add_subparsers(dest="pcmd", required=True)
     chk = psub.add_parser("check", help="validate a policy file (default: the configured one)")
     chk.add_argument("file", type=Path, nargs="?")
+    pr = sub.add_parser("prompts", help="French prompts for Asterisk")
+    prsub = pr.add_subparsers(dest="prcmd", required=True)
+    prsub.add_parser("list", help="print every prompt id and its text (tab-separated)")
+    prb = prsub.add_parser("build", help="speak every prompt (espeak-ng + sox) into DIR/router/*.wav, 8 kHz")
+    prb.add_argument("dir", type=Path)
+    prb.add_argument("--voice", default="fr+f2")
+    prb.add_argument("--only-missing", action="store_true")
     ps = sub.add_parser("pseudonym", help="print the pseudonym of a number (to find a caller in logs)")
     ps.add_argument("number")
     return p
@@ -88,6 +96,18 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         policy = load_policy(args.file or settings.policy_file, catalogue=catalogue)
         print(f"ok: {policy.label} ({policy.description}); catalogue {catalogue.version}, "
               f"{len(policy.deflect_motives)} deflectable motive(s)")
+        return 0
+    if args.cmd == "prompts":
+        from .motives.catalogue import Catalogue
+        from .prompts import build_prompts, prompt_texts
+
+        catalogue = Catalogue.load(settings.catalogue_file)
+        if args.prcmd == "list":
+            for pid, text in prompt_texts(catalogue).items():
+                print(f"{pid}\t{text}")
+            return 0
+        files = build_prompts(catalogue, args.dir, voice=args.voice, only_missing=args.only_missing)
+        print(f"wrote {len(files)} prompt(s) under {args.dir}")
         return 0
     if args.cmd == "pseudonym":
         from .app import make_pseudonymizer
