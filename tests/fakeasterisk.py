@@ -7,7 +7,9 @@ from a real Asterisk 22 in ``tests/fixtures/agi/``:
 * ``agi_network: yes`` and ``agi_network_script: <path>`` first, then the ``setup_env``
   block in its order, ``agi_arg_N`` lines, and a blank line;
 * one response line per command, ``510``/``520`` for unknown commands and bad syntax;
-* on caller hang-up, one inline ``HANGUP`` line, then ``511`` for every later command.
+* on caller hang-up, one inline ``HANGUP`` line, then ``511`` for every later command;
+* commands are read one at a time (``fgets`` + ``poll`` in ``run_agi``): a client that
+  pipelines is flagged (``pipelined``), since the real thing would stall.
 
 A :class:`FakeChannel` scripts the caller: the DTMF they type at each GET DATA, the moment
 they hang up, channel variables. Every command the router sent is kept in ``commands``.
@@ -108,6 +110,10 @@ class FakeChannel:
     commands: list[str] = field(default_factory=list)
     hung_up: bool = False
     closed_by_router: bool = False
+    # res_agi reads commands with fgets() on a stdio stream, then polls the socket: a second command
+    # sent before the first one's response sits in the stdio buffer unseen. Real Asterisk stalls;
+    # the fake records it so tests can fail on it.
+    pipelined: bool = False
 
     def answer(self, argv: list[str]) -> list[str]:
         cmd = " ".join(argv[:2]).upper()
@@ -164,6 +170,8 @@ async def run_call(host: str, port: int, channel: FakeChannel, *, timeout: float
                     channel.closed_by_router = True
                     break
                 line = raw.decode().rstrip("\n")
+                if reader._buffer:  # bytes of a next command already arrived: pipelining
+                    channel.pipelined = True
                 channel.commands.append(line)
                 argv = parse_args(line)
                 if channel.command_delay:

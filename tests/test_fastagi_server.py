@@ -72,6 +72,7 @@ class Harness:
     async def call(self, channel: FakeChannel, timeout: float = 10.0) -> FakeChannel:
         out = await run_call("127.0.0.1", self.port, channel, timeout=timeout)
         await self.flow.drain()
+        assert not out.pipelined, "the router pipelined AGI commands: res_agi would stall"
         return out
 
 
@@ -370,3 +371,21 @@ async def test_sqlite_directory_end_to_end(
         }
     finally:
         await directory.close()
+
+
+async def test_fake_asterisk_flags_pipelined_commands() -> None:
+    """The guard above can fail: a handler that pipelines two commands is caught."""
+    from agi_router.agi.session import AGISession
+
+    async def pipelining(session: AGISession) -> None:
+        session._writer.write(b'SET VARIABLE "A" "1"\nSET VARIABLE "B" "2"\n')
+        await session._writer.drain()
+        await asyncio.sleep(0.1)
+
+    server = AGIServer({"3646": pipelining}, AGIServerConfig(port=0))
+    await server.start()
+    try:
+        ch = await run_call("127.0.0.1", server.sockets[0][1], FakeChannel())
+        assert ch.pipelined
+    finally:
+        await server.close()
