@@ -56,7 +56,7 @@ def test_precise_errors(mini_catalogue: Catalogue, text: str, key: str | None, m
 
 
 def test_missing_file_names_it(tmp_path: Path, mini_catalogue: Catalogue) -> None:
-    with pytest.raises(PolicyError, match="nope.toml: cannot read"):
+    with pytest.raises(PolicyError, match=r"nope\.toml: cannot read"):
         load_policy(tmp_path / "nope.toml", catalogue=mini_catalogue)
 
 

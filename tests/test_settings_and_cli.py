@@ -108,10 +108,13 @@ async def test_serve_process_end_to_end(tmp_path: Path) -> None:
     csv.write_text("number,last_login\n0612345678,2026-10-01\n")
     env = {**os.environ, "AGI_ROUTER_CONFIG": str(cfg)}
     env.pop("AGI_ROUTER_PSEUDONYM_KEY", None)
-    subprocess.run([sys.executable, "-m", "agi_router", "directory", "import", str(csv)], env=env, check=True,
-                   capture_output=True)
-    proc = subprocess.Popen([sys.executable, "-m", "agi_router", "serve"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    subprocess.run(  # noqa: ASYNC221 - a one-shot CLI call before the router starts
+        [sys.executable, "-m", "agi_router", "directory", "import", str(csv)], env=env, check=True, capture_output=True
+    )
+    proc = subprocess.Popen(  # noqa: ASYNC220 - the router under test, a real separate process
+        [sys.executable, "-m", "agi_router", "serve"], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
     try:
         await _wait_port(port, proc)
         ch = await run_call("127.0.0.1", port, FakeChannel(args=["carte_vitale_perdue"]))

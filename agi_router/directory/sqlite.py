@@ -120,7 +120,7 @@ def import_csv(
     rows: dict[str, tuple[str, str]] = {}
     first_line: dict[str, int] = {}
     try:
-        fh = open(csv_path, encoding="utf-8-sig", newline="")  # noqa: SIM115
+        fh = open(csv_path, encoding="utf-8-sig", newline="")
     except OSError as exc:
         raise DirectoryImportError(f, [(0, f"cannot read: {exc.strerror or exc}")]) from None
     with fh:

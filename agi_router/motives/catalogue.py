@@ -152,13 +152,13 @@ class Catalogue:
             simple = m.get("simple", False)
             if not isinstance(simple, bool):
                 raise err(f"{where}.simple", "must be true or false")
-            dtmf = text(m, "dtmf", where, required=False)
-            if dtmf is not None:
-                if not re.fullmatch(r"[0-9]{1,2}", dtmf):
-                    raise err(f"{where}.dtmf", f"must be one or two digits, got {dtmf!r}")
-                if dtmf in motive_dtmf:
-                    raise err(f"{where}.dtmf", f"already used by {motive_dtmf[dtmf]}")
-                motive_dtmf[dtmf] = mid
+            mdtmf = text(m, "dtmf", where, required=False)
+            if mdtmf is not None:
+                if not re.fullmatch(r"[0-9]{1,2}", mdtmf):
+                    raise err(f"{where}.dtmf", f"must be one or two digits, got {mdtmf!r}")
+                if mdtmf in motive_dtmf:
+                    raise err(f"{where}.dtmf", f"already used by {motive_dtmf[mdtmf]}")
+                motive_dtmf[mdtmf] = mid
             online = text(m, "online", where, required=simple)
             sms = text(m, "sms", where, required=simple)
             if sms is not None and len(sms) > 300:
@@ -170,7 +170,7 @@ class Catalogue:
                     raise err(f"{where}.{key}", "must be a list of non-empty strings")
                 lists[key] = tuple(x.strip() for x in v)
             motives[mid] = Motive(
-                mid, text(m, "label", where) or "", skill, kind, simple, dtmf, online, sms,
+                mid, text(m, "label", where) or "", skill, kind, simple, mdtmf, online, sms,
                 lists["examples"], lists["held_out"],
             )
         return cls(version, language, skills, motives)

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import date, time, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .._toml import TableReader as _BaseReader
@@ -191,11 +190,11 @@ def parse_policy(text: str, *, file: str = "<policy>", catalogue: Catalogue | No
     for day in DAYS:
         o.used.add(day)
     holidays = set()
-    for i, s in enumerate(o.strings("holidays", ())):
+    for i, day_text in enumerate(o.strings("holidays", ())):
         try:
-            holidays.add(date.fromisoformat(s))
+            holidays.add(date.fromisoformat(day_text))
         except ValueError:
-            raise o.err(f"holidays[{i}]", f"{s!r} is not an ISO date YYYY-MM-DD") from None
+            raise o.err(f"holidays[{i}]", f"{day_text!r} is not an ISO date YYYY-MM-DD") from None
     closed_prompts = o.strings("closed_prompts", ())
     if hours_enabled and not any(weekly):
         raise o.err("enabled", "opening hours are enabled but no day has a range: the line would never open")

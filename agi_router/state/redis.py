@@ -50,7 +50,7 @@ class RedisCallerMemory:
                 raw = await self._redis.lrange(self._key(caller, motive), 0, -1)
         except (RedisError, OSError, TimeoutError) as exc:
             raise StateStoreError(f"redis history read failed: {exc!r}") from exc
-        calls = (decode_entry(r, motive) for r in raw)
+        calls = (decode_entry(str(r), motive) for r in raw)
         return tuple(c for c in calls if c is not None)
 
     async def record(self, caller: str, motive: str, call: PastCall, ttl: timedelta) -> None:
