@@ -88,7 +88,9 @@ def build_router(settings: Settings) -> Router:
         directory = SQLiteDirectory(settings.path(ds.sqlite_path), pseudo, timeout=ds.timeout_ms / 1000)
     elif ds.backend == "http":
         directory = HTTPDirectory(
-            ds.http_url, timeout=ds.http_timeout_ms / 1000, identify_by=ds.http_identify_by,  # type: ignore[arg-type]
+            ds.http_url,
+            timeout=ds.http_timeout_ms / 1000,
+            identify_by=ds.http_identify_by,  # type: ignore[arg-type]
             cache_ttl=ds.http_cache_ttl_s,
         )
     else:
@@ -99,22 +101,33 @@ def build_router(settings: Settings) -> Router:
     else:
         memory = InMemoryCallerMemory()
     fs = settings.flow
-    capture = ChainedCapture([
-        HintCapture(),
-        DTMFMenuCapture(catalogue, DTMFMenuConfig(attempts=fs.menu_attempts, timeout_ms=fs.menu_timeout_ms)),
-    ])
+    capture = ChainedCapture(
+        [
+            HintCapture(),
+            DTMFMenuCapture(catalogue, DTMFMenuConfig(attempts=fs.menu_attempts, timeout_ms=fs.menu_timeout_ms)),
+        ]
+    )
     flow = CallFlow(
-        policy=policy, directory=directory, memory=memory, pseudonymizer=pseudo, capture=capture,
+        policy=policy,
+        directory=directory,
+        memory=memory,
+        pseudonymizer=pseudo,
+        capture=capture,
         config=CallFlowConfig(
-            call_deadline=fs.call_deadline, decision_budget=fs.decision_budget_ms / 1000,
-            directory_wait=fs.directory_wait_ms / 1000, answer=fs.answer,
+            call_deadline=fs.call_deadline,
+            decision_budget=fs.decision_budget_ms / 1000,
+            directory_wait=fs.directory_wait_ms / 1000,
+            answer=fs.answer,
         ),
     )
     a = settings.agi
     server = AGIServer(
         {HOTLINE_SCRIPT: flow},
         AGIServerConfig(
-            host=a.host, port=a.port, max_sessions=a.max_sessions, header_timeout=a.header_timeout,
+            host=a.host,
+            port=a.port,
+            max_sessions=a.max_sessions,
+            header_timeout=a.header_timeout,
             command_timeout=a.command_timeout,
         ),
     )
@@ -127,8 +140,11 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
     await router.server.start()
     log.info(
         "agi-router ready: policy %s, catalogue %s (%d motives), state=%s, directory=%s",
-        router.policy.current.label, router.catalogue.version, len(router.catalogue),
-        settings.state.backend, settings.directory.backend,
+        router.policy.current.label,
+        router.catalogue.version,
+        len(router.catalogue),
+        settings.state.backend,
+        settings.directory.backend,
     )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

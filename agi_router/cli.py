@@ -72,8 +72,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.cmd == "serve":
         agi = settings.agi
         if args.host or args.port is not None:
-            agi = dataclasses.replace(agi, host=args.host or agi.host,
-                                      port=args.port if args.port is not None else agi.port)
+            agi = dataclasses.replace(
+                agi, host=args.host or agi.host, port=args.port if args.port is not None else agi.port
+            )
             settings = dataclasses.replace(settings, agi=agi)
         from .app import run
 
@@ -85,8 +86,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         db = settings.path(settings.directory.sqlite_path)
         report = import_csv(args.file, db, make_pseudonymizer(settings), replace=args.replace)
-        print(f"imported {report.rows} number(s), {report.with_account} with an online account, into {db}"
-              f"{' (replaced)' if report.replaced else ''}")
+        print(
+            f"imported {report.rows} number(s), {report.with_account} with an online account, into {db}"
+            f"{' (replaced)' if report.replaced else ''}"
+        )
         return 0
     if args.cmd == "policy":
         from .motives.catalogue import Catalogue
@@ -94,8 +97,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         catalogue = Catalogue.load(settings.catalogue_file)
         policy = load_policy(args.file or settings.policy_file, catalogue=catalogue)
-        print(f"ok: {policy.label} ({policy.description}); catalogue {catalogue.version}, "
-              f"{len(policy.deflect_motives)} deflectable motive(s)")
+        print(
+            f"ok: {policy.label} ({policy.description}); catalogue {catalogue.version}, "
+            f"{len(policy.deflect_motives)} deflectable motive(s)"
+        )
         return 0
     if args.cmd == "prompts":
         from .motives.catalogue import Catalogue

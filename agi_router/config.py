@@ -161,8 +161,14 @@ def load_settings(path: Path | None = None) -> Settings:
     lg.finish()
     root.finish()
     return Settings(
-        data_dir=data_dir, key_file=key_file,
+        data_dir=data_dir,
+        key_file=key_file,
         policy_file=Path(policy_file) if policy_file else None,
         catalogue_file=Path(catalogue_file) if catalogue_file else None,
-        agi=agi, flow=flow, state=state, directory=directory, log=logs, source=f,
+        agi=agi,
+        flow=flow,
+        state=state,
+        directory=directory,
+        log=logs,
+        source=f,
     )

@@ -16,11 +16,20 @@ __all__ = ["is_withheld", "normalize_e164"]
 
 # National prefixes (after the trunk 0) that belong to overseas country codes.
 _DOM_PREFIXES: dict[str, str] = {
-    "262": "262", "263": "262", "692": "262", "693": "262",  # La Réunion
-    "269": "262", "639": "262",  # Mayotte
-    "590": "590", "690": "590", "691": "590",  # Guadeloupe, St-Martin, St-Barthélemy
-    "594": "594", "694": "594",  # Guyane
-    "596": "596", "696": "596", "697": "596",  # Martinique
+    "262": "262",
+    "263": "262",
+    "692": "262",
+    "693": "262",  # La Réunion
+    "269": "262",
+    "639": "262",  # Mayotte
+    "590": "590",
+    "690": "590",
+    "691": "590",  # Guadeloupe, St-Martin, St-Barthélemy
+    "594": "594",
+    "694": "594",  # Guyane
+    "596": "596",
+    "696": "596",
+    "697": "596",  # Martinique
 }
 _SEPARATORS = re.compile(r"[\s.\-/()\u00a0]")
 _WITHHELD = {"", "anonymous", "unknown", "restricted", "private", "withheld", "unavailable"}

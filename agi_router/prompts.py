@@ -37,15 +37,11 @@ FIXED_PROMPTS: dict[str, str] = {
         "de huit heures trente à dix-sept heures trente. Vous pouvez aussi faire vos démarches "
         "dans votre compte ameli. Au revoir."
     ),
-    "router/saturated": (
-        "Nos conseillers sont actuellement très sollicités et le temps d'attente est important."
-    ),
+    "router/saturated": ("Nos conseillers sont actuellement très sollicités et le temps d'attente est important."),
     "router/callback-offer": (
         "Pour être rappelé dès qu'un conseiller sera disponible, tapez 1. Pour patienter, tapez 2."
     ),
-    "router/callback-confirmed": (
-        "C'est noté. Un conseiller vous rappellera à ce numéro dès que possible. Au revoir."
-    ),
+    "router/callback-confirmed": ("C'est noté. Un conseiller vous rappellera à ce numéro dès que possible. Au revoir."),
     "router/queue-unavailable": (
         "Nous ne pouvons pas donner suite à votre appel pour le moment. Merci de rappeler plus tard. Au revoir."
     ),
@@ -79,8 +75,9 @@ def prompt_texts(catalogue: Catalogue) -> dict[str, str]:
     return out
 
 
-def build_prompts(catalogue: Catalogue, out_dir: Path, *, voice: str = "fr+f2", speed: int = 150,
-                  only_missing: bool = False) -> list[Path]:
+def build_prompts(
+    catalogue: Catalogue, out_dir: Path, *, voice: str = "fr+f2", speed: int = 150, only_missing: bool = False
+) -> list[Path]:
     """Speak every prompt into ``out_dir``; returns the files written."""
     espeak = shutil.which("espeak-ng")
     sox = shutil.which("sox")
@@ -93,10 +90,33 @@ def build_prompts(catalogue: Catalogue, out_dir: Path, *, voice: str = "fr+f2", 
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         raw = target.with_suffix(".espeak.wav")
-        subprocess.run([espeak, "-v", voice, "-s", str(speed), "-w", str(raw), text], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        subprocess.run([sox, str(raw), "-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer", str(target),
-                        "highpass", "300", "lowpass", "3400"], check=True, stderr=subprocess.PIPE)
+        subprocess.run(
+            [espeak, "-v", voice, "-s", str(speed), "-w", str(raw), text],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        subprocess.run(
+            [
+                sox,
+                str(raw),
+                "-r",
+                "8000",
+                "-c",
+                "1",
+                "-b",
+                "16",
+                "-e",
+                "signed-integer",
+                str(target),
+                "highpass",
+                "300",
+                "lowpass",
+                "3400",
+            ],
+            check=True,
+            stderr=subprocess.PIPE,
+        )
         raw.unlink()
         written.append(target)
     return written

@@ -159,8 +159,9 @@ async def run_call(host: str, port: int, channel: FakeChannel, *, timeout: float
     reader, writer = await asyncio.open_connection(host, port)
     try:
         async with asyncio.timeout(timeout):
-            env = environment(script=channel.script, callerid=channel.callerid, uniqueid=channel.uniqueid,
-                              args=channel.args)
+            env = environment(
+                script=channel.script, callerid=channel.callerid, uniqueid=channel.uniqueid, args=channel.args
+            )
             writer.write(("\n".join(env) + "\n\n").encode())
             await writer.drain()
             answered = 0

@@ -37,6 +37,7 @@ async def test_import_and_lookup(tmp_path: Path, pseudonymizer: Pseudonymizer) -
     assert (report.rows, report.with_account) == (4, 3)
     d = SQLiteDirectory(db, pseudonymizer)
     try:
+
         def p(n: str) -> str:
             return pseudonymizer.of_e164(n)
 
@@ -53,8 +54,11 @@ async def test_import_and_lookup(tmp_path: Path, pseudonymizer: Pseudonymizer) -
 def test_no_clear_number_is_stored(tmp_path: Path, pseudonymizer: Pseudonymizer) -> None:
     db = tmp_path / "d.sqlite3"
     import_csv(write(tmp_path, GOOD), db, pseudonymizer)
-    blob = db.read_bytes() + (tmp_path / "d.sqlite3-wal").read_bytes() if (tmp_path / "d.sqlite3-wal").exists() \
+    blob = (
+        db.read_bytes() + (tmp_path / "d.sqlite3-wal").read_bytes()
+        if (tmp_path / "d.sqlite3-wal").exists()
         else db.read_bytes()
+    )
     for needle in (b"612345678", b"698765432", b"145678901"):
         assert needle not in blob
 
@@ -104,8 +108,7 @@ def test_replace_versus_merge(tmp_path: Path, pseudonymizer: Pseudonymizer) -> N
     import_csv(write(tmp_path, "number,last_login\n0711111111,2026-01-01\n", "b.csv"), db, pseudonymizer)
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM accounts").fetchone()[0] == 5
-    import_csv(write(tmp_path, "number,last_login\n0711111111,2026-01-01\n", "b.csv"), db, pseudonymizer,
-               replace=True)
+    import_csv(write(tmp_path, "number,last_login\n0711111111,2026-01-01\n", "b.csv"), db, pseudonymizer, replace=True)
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM accounts").fetchone()[0] == 1
 

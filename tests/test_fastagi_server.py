@@ -86,19 +86,28 @@ async def make_harness(
     made: list[AGIServer] = []
 
     async def make(
-        *, memory: InMemoryCallerMemory | None = None, flow_config: CallFlowConfig | None = None,
-        server_config: AGIServerConfig | None = None, capture: object = None, directory: object = None,
+        *,
+        memory: InMemoryCallerMemory | None = None,
+        flow_config: CallFlowConfig | None = None,
+        server_config: AGIServerConfig | None = None,
+        capture: object = None,
+        directory: object = None,
     ) -> Harness:
         clock = Clock()
         stub = StubDirectory({"+33612345678": ACTIVE})
         results: list[CallResult] = []
         flow = CallFlow(
-            policy=PolicyHolder(mini_policy), directory=directory or stub,  # type: ignore[arg-type]
-            memory=memory if memory is not None else InMemoryCallerMemory(), pseudonymizer=pseudonymizer,
-            capture=capture or ChainedCapture(  # type: ignore[arg-type]
+            policy=PolicyHolder(mini_policy),
+            directory=directory or stub,  # type: ignore[arg-type]
+            memory=memory if memory is not None else InMemoryCallerMemory(),
+            pseudonymizer=pseudonymizer,
+            capture=capture
+            or ChainedCapture(  # type: ignore[arg-type]
                 [HintCapture(), DTMFMenuCapture(mini_catalogue, DTMFMenuConfig(attempts=2, timeout_ms=100))]
             ),
-            config=flow_config, clock=clock, on_result=results.append,
+            config=flow_config,
+            clock=clock,
+            on_result=results.append,
         )
         server = AGIServer({"3646": flow}, server_config or AGIServerConfig(port=0))
         await server.start()
@@ -198,7 +207,10 @@ async def test_no_input_or_human_request_reaches_a_human(
     h: Harness = await make_harness()  # type: ignore[misc]
     ch = await h.call(FakeChannel(dtmf=dtmf))
     assert (ch.variables["ROUTER_ACTION"], ch.variables["ROUTER_QUEUE"], ch.variables["ROUTER_RULE"]) == (
-        "queue", "general", rule)
+        "queue",
+        "general",
+        rule,
+    )
 
 
 async def test_unknown_motive_hint_goes_to_a_human(make_harness: Callable[..., object]) -> None:
@@ -342,8 +354,9 @@ async def test_unknown_script_gets_the_fallback(make_harness: Callable[..., obje
 
 async def test_concurrent_calls(make_harness: Callable[..., object]) -> None:
     h: Harness = await make_harness()  # type: ignore[misc]
-    chans = [FakeChannel(callerid=f"06000000{i:02d}", uniqueid=f"c{i}", args=["carte_vitale_perdue"])
-             for i in range(100)]
+    chans = [
+        FakeChannel(callerid=f"06000000{i:02d}", uniqueid=f"c{i}", args=["carte_vitale_perdue"]) for i in range(100)
+    ]
     done = await asyncio.gather(*(run_call("127.0.0.1", h.port, c) for c in chans))
     assert all(c.variables.get("ROUTER_DONE") == "1" for c in done)
     assert h.server.active == 0

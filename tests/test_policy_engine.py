@@ -34,8 +34,14 @@ def facts(
 ) -> CallFacts:
     m = kw.pop("motive_facts", None) or MotiveFacts(motive, 1.0, "dtmf")
     return CallFacts(
-        call_id="1.1", caller="c-abc", withheld=bool(kw.pop("withheld", False)), account=account,
-        motive=m, now=now, history=history, **kw,  # type: ignore[arg-type]
+        call_id="1.1",
+        caller="c-abc",
+        withheld=bool(kw.pop("withheld", False)),
+        account=account,
+        motive=m,
+        now=now,
+        history=history,
+        **kw,  # type: ignore[arg-type]
     )
 
 
@@ -45,7 +51,10 @@ def test_active_account_simple_motive_is_deflected_with_sms(mini_policy: Policy)
     assert d.rule == "deflect.simple"
     assert d.queue is None
     assert d.prompts == (
-        "router/deflect-intro", "router/online/attestation_droits", "router/sms-sent", "router/goodbye",
+        "router/deflect-intro",
+        "router/online/attestation_droits",
+        "router/sms-sent",
+        "router/goodbye",
     )
     assert d.sms_template and "ameli" in d.sms_template
     assert d.segment is Segment.ACTIVE
@@ -108,7 +117,9 @@ def test_queue_outcome_breaks_the_chain(mini_policy: Policy) -> None:
         (AccountFacts(known=True, exists=True, last_login=None), Segment.NO_ACCOUNT),
     ],
 )
-def test_no_active_account_goes_to_the_skill_queue(mini_policy: Policy, account: AccountFacts, segment: Segment) -> None:
+def test_no_active_account_goes_to_the_skill_queue(
+    mini_policy: Policy, account: AccountFacts, segment: Segment
+) -> None:
     d = decide(mini_policy, facts(account=account))
     assert (d.action, d.queue, d.rule, d.segment) == (Action.QUEUE, "droits", "queue.skill", segment)
     assert "deflect.skipped_account" in d.reasons
@@ -173,10 +184,14 @@ def test_priority_is_never_dissuaded(mini_policy: Policy) -> None:
 
 
 def _with_hours(policy: Policy) -> Policy:
-    text = (FIXTURES / "policy-mini.toml").read_text().replace(
-        "[hours]\nenabled = false",
-        '[hours]\nenabled = true\nmon = "08:30-17:30"\ntue = "08:30-17:30"\nwed = "08:30-12:00, 13:30-17:30"\n'
-        'thu = "08:30-17:30"\nfri = "08:30-17:30"\nholidays = ["2026-12-25"]\nclosed_prompts = ["router/closed"]',
+    text = (
+        (FIXTURES / "policy-mini.toml")
+        .read_text()
+        .replace(
+            "[hours]\nenabled = false",
+            '[hours]\nenabled = true\nmon = "08:30-17:30"\ntue = "08:30-17:30"\nwed = "08:30-12:00, 13:30-17:30"\n'
+            'thu = "08:30-17:30"\nfri = "08:30-17:30"\nholidays = ["2026-12-25"]\nclosed_prompts = ["router/closed"]',
+        )
     )
     return parse_policy(text, catalogue=policy.catalogue)
 

@@ -66,8 +66,9 @@ def test_cli_policy_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "repeat.window_minutes: must be between" in capsys.readouterr().err
 
 
-def test_cli_pseudonym_is_stable_and_hides_the_number(capsys: pytest.CaptureFixture[str],
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_pseudonym_is_stable_and_hides_the_number(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("AGI_ROUTER_PSEUDONYM_KEY", "k" * 32)
     assert main(["pseudonym", "06 12 34 56 78"]) == 0
     assert main(["pseudonym", "+33612345678"]) == 0
@@ -112,8 +113,10 @@ async def test_serve_process_end_to_end(tmp_path: Path) -> None:
         [sys.executable, "-m", "agi_router", "directory", "import", str(csv)], env=env, check=True, capture_output=True
     )
     proc = subprocess.Popen(  # noqa: ASYNC220 - the router under test, a real separate process
-        [sys.executable, "-m", "agi_router", "serve"], env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "agi_router", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         await _wait_port(port, proc)
@@ -128,8 +131,9 @@ async def test_serve_process_end_to_end(tmp_path: Path) -> None:
         ch = await run_call("127.0.0.1", port, FakeChannel(args=["carte_vitale_perdue"], uniqueid="2"))
         assert ch.variables["ROUTER_POLICY"] == label  # the bad file did not replace the running policy
 
-        policy.write_text((ROOT / "agi_router/data/policy-3646-2024.toml").read_text().replace(
-            'version = "1"', 'version = "2"'))
+        policy.write_text(
+            (ROOT / "agi_router/data/policy-3646-2024.toml").read_text().replace('version = "1"', 'version = "2"')
+        )
         proc.send_signal(signal.SIGHUP)
         await asyncio.sleep(0.5)
         ch = await run_call("127.0.0.1", port, FakeChannel(args=["carte_vitale_perdue"], uniqueid="3"))

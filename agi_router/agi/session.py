@@ -185,9 +185,7 @@ class AGISession:
         r = await self.command("ANSWER")
         self._check_hangup(r, "ANSWER")
 
-    async def stream_file(
-        self, filename: str, escape_digits: str = "", *, timeout: float = 60.0
-    ) -> StreamFileResult:
+    async def stream_file(self, filename: str, escape_digits: str = "", *, timeout: float = 60.0) -> StreamFileResult:
         """Play a prompt; returns the escape digit pressed, if any. A missing file is not an error
         for Asterisk (result=0, endpos=0) and is not one here either."""
         r = await self.command("STREAM FILE", filename, escape_digits, timeout=timeout)

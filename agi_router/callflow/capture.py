@@ -31,8 +31,7 @@ class CallContext:
 
 
 class MotiveCapture(Protocol):
-    async def capture(self, session: AGISession, call: CallContext) -> MotiveFacts | None:
-        ...
+    async def capture(self, session: AGISession, call: CallContext) -> MotiveFacts | None: ...
 
 
 class HintCapture:
@@ -91,9 +90,7 @@ class DTMFMenuCapture:
         if digit == cfg.human_digit and (skill is None or skill.key == "general"):
             return MotiveFacts(None, 1.0, "dtmf", human_requested=True)
         assert skill is not None
-        motives = {
-            m.dtmf[1]: m for m in self.catalogue if m.dtmf and len(m.dtmf) == 2 and m.dtmf[0] == digit
-        }
+        motives = {m.dtmf[1]: m for m in self.catalogue if m.dtmf and len(m.dtmf) == 2 and m.dtmf[0] == digit}
         generic = self.catalogue.generic_motive(skill.key)
         if not motives:
             return MotiveFacts(generic.id if generic else None, 1.0, "dtmf")

@@ -188,8 +188,13 @@ class CallFlow:
                 history = await history_task if history_task else ()
                 result.account = account
                 facts = CallFacts(
-                    call_id=session.env.uniqueid, caller=caller, withheld=withheld, account=account,
-                    motive=motive, now=now, history=history,
+                    call_id=session.env.uniqueid,
+                    caller=caller,
+                    withheld=withheld,
+                    account=account,
+                    motive=motive,
+                    now=now,
+                    history=history,
                 )
                 decision = decide(policy, facts)
         except TimeoutError:
@@ -201,8 +206,9 @@ class CallFlow:
         await session.set_variables(decision.channel_variables())
         await session.set_variable("ROUTER_DONE", "1")
         if motive.motive_id and not withheld:
-            self._spawn(self._record(caller, motive.motive_id, PastCall(now, motive.motive_id, decision.action),
-                                     policy))
+            self._spawn(
+                self._record(caller, motive.motive_id, PastCall(now, motive.motive_id, decision.action), policy)
+            )
         return decision
 
     async def _record(self, caller: str, motive: str, call: PastCall, policy: Policy) -> None:
@@ -226,10 +232,17 @@ class CallFlow:
         decisions_log.info(
             "call=%s caller=%s action=%s queue=%s rule=%s motive=%s method=%s segment=%s policy=%s "
             "latency_ms=%s fallback=%s hung_up=%s errors=%s",
-            r.call_id, r.caller,
-            d.action.value if d else "-", (d.queue if d else None) or "-", d.rule if d else "-",
-            (r.motive.motive_id if r.motive else None) or "-", r.motive.method if r.motive else "-",
-            d.segment.value if d else "-", d.policy_version if d else "-",
+            r.call_id,
+            r.caller,
+            d.action.value if d else "-",
+            (d.queue if d else None) or "-",
+            d.rule if d else "-",
+            (r.motive.motive_id if r.motive else None) or "-",
+            r.motive.method if r.motive else "-",
+            d.segment.value if d else "-",
+            d.policy_version if d else "-",
             f"{r.decision_latency_s * 1000:.2f}" if r.decision_latency_s is not None else "-",
-            r.fallback_reason or "-", r.hung_up, "; ".join(r.errors) or "-",
+            r.fallback_reason or "-",
+            r.hung_up,
+            "; ".join(r.errors) or "-",
         )

@@ -19,8 +19,7 @@ class AccountDirectory(Protocol):
         """``e164`` is None for withheld numbers; embedded stores look up by pseudonym only."""
         ...
 
-    async def close(self) -> None:
-        ...
+    async def close(self) -> None: ...
 
 
 def parse_last_login(value: str) -> date | None:

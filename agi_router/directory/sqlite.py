@@ -73,9 +73,7 @@ class SQLiteDirectory:
 
     def _lookup_sync(self, pseudonym: str) -> AccountFacts:
         with self._lock:
-            row = self._conn.execute(
-                "SELECT last_login, flags FROM accounts WHERE caller = ?", (pseudonym,)
-            ).fetchone()
+            row = self._conn.execute("SELECT last_login, flags FROM accounts WHERE caller = ?", (pseudonym,)).fetchone()
         if row is None:
             return AccountFacts.none()
         last = parse_last_login(row[0] or "")
@@ -108,9 +106,7 @@ class ImportReport:
     replaced: bool
 
 
-def import_csv(
-    csv_path: Path, db_path: Path, pseudonymizer: Pseudonymizer, *, replace: bool = False
-) -> ImportReport:
+def import_csv(csv_path: Path, db_path: Path, pseudonymizer: Pseudonymizer, *, replace: bool = False) -> ImportReport:
     """Validate every row first, then write them all in one transaction, or nothing.
 
     Raises :class:`DirectoryImportError` listing each bad row by line number.
@@ -201,5 +197,3 @@ def import_csv(
     finally:
         conn.close()
     return ImportReport(len(rows), sum(1 for v in rows.values() if v[0]), replace)
-
-

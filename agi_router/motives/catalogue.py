@@ -170,7 +170,15 @@ class Catalogue:
                     raise err(f"{where}.{key}", "must be a list of non-empty strings")
                 lists[key] = tuple(x.strip() for x in v)
             motives[mid] = Motive(
-                mid, text(m, "label", where) or "", skill, kind, simple, mdtmf, online, sms,
-                lists["examples"], lists["held_out"],
+                mid,
+                text(m, "label", where) or "",
+                skill,
+                kind,
+                simple,
+                mdtmf,
+                online,
+                sms,
+                lists["examples"],
+                lists["held_out"],
             )
         return cls(version, language, skills, motives)

@@ -96,13 +96,21 @@ def decide(policy: Policy, facts: CallFacts) -> Decision:
 
     def make(action: Action, rule: str, **kw: object) -> Decision:
         defaults: dict[str, object] = {
-            "queue": queue, "priority": policy.default_priority, "prompts": (), "sms_template": None,
+            "queue": queue,
+            "priority": policy.default_priority,
+            "prompts": (),
+            "sms_template": None,
             "callback_offer": False,
         }
         defaults.update(kw)
         return Decision(
-            action=action, rule=rule, reasons=(*reasons, rule), policy_version=policy.label, segment=segment,
-            motive_id=mid, **defaults,  # type: ignore[arg-type]
+            action=action,
+            rule=rule,
+            reasons=(*reasons, rule),
+            policy_version=policy.label,
+            segment=segment,
+            motive_id=mid,
+            **defaults,  # type: ignore[arg-type]
         )
 
     if not is_open(policy, facts.now):
@@ -151,8 +159,9 @@ def decide(policy: Policy, facts: CallFacts) -> Decision:
 
     if policy.saturation_enabled and _saturated(policy, facts.queues.get(queue)):
         return make(
-            Action.DISSUADE, "queue.saturated", prompts=policy.saturation_prompts,
+            Action.DISSUADE,
+            "queue.saturated",
+            prompts=policy.saturation_prompts,
             callback_offer=policy.saturation_callback,
         )
     return make(Action.QUEUE, "queue.skill")
-
