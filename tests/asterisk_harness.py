@@ -1,0 +1,195 @@
+"""Run a real Asterisk 22 with the project's ``asterisk/`` configuration, for the ``asterisk`` tests.
+
+``AGI_ROUTER_ASTERISK=/opt/ast22/sbin/asterisk`` names the binary; its modules are looked up in
+``<prefix>/lib/asterisk/modules`` (or ``AGI_ROUTER_ASTERISK_MODULES``). The project's config files are
+copied unchanged except for addresses (AGI URL, SIP and AMI ports), plus a test-only context appended
+to extensions.conf. Everything lives in a temporary directory; Asterisk runs in the foreground (-f)
+as a child process and is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+AMI_USER = "agi-router"
+AMI_SECRET = "change-me-ami"
+
+TEST_CONTEXT = """
+; --- appended by tests/asterisk_harness.py -------------------------------------------------------
+[test-caller]
+; The caller side of a Local channel: waits, types DTMF given in TEST_DTMF (one group per wait), then
+; stays on the line for TEST_HOLD seconds (or hangs up early when TEST_HANGUP_AFTER is set).
+exten => s,1,Wait(${IF($["${TEST_FIRST_WAIT}" = ""]?1.5:${TEST_FIRST_WAIT})})
+ same => n,ExecIf($["${TEST_DTMF1}" != ""]?SendDTMF(${TEST_DTMF1},250))
+ same => n,ExecIf($["${TEST_HANGUP_AFTER}" != ""]?Hangup())
+ same => n,Wait(2.5)
+ same => n,ExecIf($["${TEST_DTMF2}" != ""]?SendDTMF(${TEST_DTMF2},250))
+ same => n,Wait(${IF($["${TEST_HOLD}" = ""]?8:${TEST_HOLD})})
+ same => n,Hangup()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class AsteriskInstance:
+    binary: Path
+    root: Path
+    ami_port: int
+    sip_port: int
+    agi_url: str
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.root / "log" / "messages"
+
+    @property
+    def conf(self) -> Path:
+        return self.root / "etc" / "asterisk.conf"
+
+    def cli(self, command: str, timeout: float = 10.0) -> str:
+        out = subprocess.run(
+            [str(self.binary), "-C", str(self.conf), "-rx", command],
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+        return out.stdout.decode(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            self.cli("core stop now", timeout=5)
+            self.proc.wait(10)
+        except (subprocess.TimeoutExpired, OSError):
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc = None
+
+
+def write_config(binary: Path, root: Path, *, agi_url: str, ami_port: int, sip_port: int) -> AsteriskInstance:
+    prefix = binary.resolve().parent.parent
+    modules = Path(os.environ.get("AGI_ROUTER_ASTERISK_MODULES", prefix / "lib" / "asterisk" / "modules"))
+    etc = root / "etc"
+    for sub in ("etc", "lib", "spool", "run", "log/cdr-csv", "data/sounds", "keys", "agi-bin", "db"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    # [directories] must be written without "(!)", or the section is ignored (measured, 22.10.1)
+    (etc / "asterisk.conf").write_text(
+        "[directories]\n"
+        f"astetcdir => {etc}\nastmoddir => {modules}\nastvarlibdir => {root / 'lib'}\n"
+        f"astdbdir => {root / 'db'}\nastkeydir => {root / 'keys'}\nastdatadir => {root / 'data'}\n"
+        f"astagidir => {root / 'agi-bin'}\nastspooldir => {root / 'spool'}\nastrundir => {root / 'run'}\n"
+        f"astlogdir => {root / 'log'}\nastsbindir => {binary.parent}\n"
+        "[options]\nverbose = 3\nnocolor = yes\ndefaultlanguage = fr\nhideconnect = yes\n"
+    )
+    (etc / "modules.conf").write_text(
+        "[modules]\nautoload = yes\n"
+        # nothing here needs these, and some want hardware or network services
+        "noload => chan_dahdi.so\nnoload => res_pjsip_phoneprov.so\nnoload => cdr_radius.so\n"
+        "noload => cel_radius.so\nnoload => res_snmp.so\nnoload => res_config_ldap.so\n"
+        "noload => chan_iax2.so\nnoload => chan_unistim.so\nnoload => chan_skinny.so\nnoload => chan_mgcp.so\n"
+        "noload => res_hep.so\nnoload => res_hep_pjsip.so\nnoload => res_hep_rtcp.so\n"
+        "noload => res_pjsip_outbound_publish.so\nnoload => res_stasis_test.so\n"
+    )
+    (etc / "logger.conf").write_text("[general]\n[logfiles]\nmessages => notice,warning,error,verbose\n")
+    (etc / "cdr.conf").write_text("[general]\nenable = no\n")
+    (etc / "http.conf").write_text("[general]\nenabled = no\n")
+    src = ROOT / "asterisk"
+    ext = (src / "extensions.conf").read_text()
+    ext = re.sub(r"^ROUTER_AGI = .*$", f"ROUTER_AGI = {agi_url}", ext, flags=re.M)
+    (etc / "extensions.conf").write_text(ext + TEST_CONTEXT)
+    (etc / "pjsip.conf").write_text((src / "pjsip.conf").read_text().replace("127.0.0.1:5060", f"127.0.0.1:{sip_port}"))
+    (etc / "manager.conf").write_text((src / "manager.conf").read_text().replace("port = 5038", f"port = {ami_port}"))
+    for name in ("queues.conf", "rtp.conf"):
+        shutil.copy(src / name, etc / name)
+    return AsteriskInstance(binary, root, ami_port, sip_port, agi_url)
+
+
+def start(inst: AsteriskInstance, timeout: float = 30.0) -> None:
+    inst.proc = subprocess.Popen(
+        [str(inst.binary), "-C", str(inst.conf), "-f", "-n", "-q"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if inst.proc.poll() is not None:
+            raise RuntimeError(f"asterisk exited with {inst.proc.returncode}; see {inst.log}")
+        try:
+            with socket.create_connection(("127.0.0.1", inst.ami_port), 0.5) as s:
+                s.settimeout(2)
+                if s.recv(100).startswith(b"Asterisk Call Manager"):
+                    inst.cli("core waitfullybooted", timeout=20)
+                    return
+        except OSError:
+            time.sleep(0.2)
+    inst.stop()
+    raise RuntimeError("asterisk did not open its AMI port in time")
+
+
+class AMI:
+    """A minimal blocking AMI client for tests (the product's own AMI client is asyncio)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), 5)
+        self.sock.settimeout(0.5)
+        self.buf = b""
+        self.events: list[dict[str, str]] = []
+        self._read_until(b"\r\n")  # banner
+        self.send({"Action": "Login", "Username": AMI_USER, "Secret": AMI_SECRET, "ActionID": "login"})
+        resp = self.wait(lambda m: m.get("ActionID") == "login", 5)
+        if resp.get("Response") != "Success":
+            raise RuntimeError(f"AMI login failed: {resp}")
+
+    def _read_until(self, sep: bytes) -> bytes:
+        while sep not in self.buf:
+            self.buf += self.sock.recv(65536)
+        head, self.buf = self.buf.split(sep, 1)
+        return head
+
+    def send(self, fields: dict[str, str]) -> None:
+        self.sock.sendall(("".join(f"{k}: {v}\r\n" for k, v in fields.items()) + "\r\n").encode())
+
+    def messages(self, timeout: float) -> Iterator[dict[str, str]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                while b"\r\n\r\n" not in self.buf:
+                    self.buf += self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            raw, self.buf = self.buf.split(b"\r\n\r\n", 1)
+            msg: dict[str, str] = {}
+            for line in raw.decode(errors="replace").split("\r\n"):
+                k, _, v = line.partition(": ")
+                msg.setdefault(k, v)
+            self.events.append(msg)
+            yield msg
+
+    def wait(self, pred: object, timeout: float) -> dict[str, str]:
+        for m in self.messages(timeout):
+            if pred(m):  # type: ignore[operator]
+                return m
+        raise TimeoutError("no matching AMI message")
+
+    def close(self) -> None:
+        try:
+            self.send({"Action": "Logoff"})
+        finally:
+            self.sock.close()

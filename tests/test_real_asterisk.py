@@ -1,0 +1,271 @@
+"""End to end against a real Asterisk 22: dialplan + FastAGI + the router, calls placed over AMI.
+
+Skipped, with the reason shown, unless AGI_ROUTER_ASTERISK names an asterisk binary, e.g.
+``AGI_ROUTER_ASTERISK=/opt/ast22/sbin/asterisk scripts/bootstrap.sh test -m asterisk``.
+With AGI_ROUTER_RECORD_TRACES=1 the AGI conversations are saved to tests/fixtures/agi/ (the
+traces test_recorded_traces.py replays in CI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from agi_router.agi.server import AGIServer, AGIServerConfig
+from agi_router.agi.session import AGISession
+from agi_router.callflow.capture import ChainedCapture, DTMFMenuCapture, DTMFMenuConfig, HintCapture
+from agi_router.callflow.flow import CallFlow, CallResult, PolicyHolder
+from agi_router.motives.catalogue import Catalogue
+from agi_router.policy.config import default_policy_path, parse_policy
+from agi_router.policy.model import AccountFacts
+from agi_router.privacy import Pseudonymizer
+from agi_router.state.memory import InMemoryCallerMemory
+from tests.asterisk_harness import AMI, ROOT, AsteriskInstance, free_port, start, write_config
+
+BINARY = os.environ.get("AGI_ROUTER_ASTERISK", "")
+pytestmark = [
+    pytest.mark.asterisk,
+    pytest.mark.skipif(not BINARY, reason="needs a real Asterisk 22: set AGI_ROUTER_ASTERISK=/path/to/asterisk"),
+]
+TRACES = ROOT / "tests" / "fixtures" / "agi"
+
+
+@dataclass
+class Directory:
+    accounts: dict[str, AccountFacts] = field(default_factory=dict)
+
+    async def lookup(self, e164: str | None, pseudonym: str) -> AccountFacts:
+        return self.accounts.get(e164 or "", AccountFacts.none())
+
+    async def close(self) -> None:
+        pass
+
+
+class RecordingProxy:
+    """A TCP relay between Asterisk and the router that keeps both directions line by line."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.sessions: list[list[str]] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _relay(self, a_reader: asyncio.StreamReader, a_writer: asyncio.StreamWriter) -> None:
+        lines: list[str] = []
+        self.sessions.append(lines)
+        r_reader, r_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, tag: str) -> None:
+            while raw := await src.readline():
+                lines.append(tag + raw.decode(errors="replace").rstrip("\n"))
+                dst.write(raw)
+                await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(a_reader, r_writer, "A> "), pipe(r_reader, a_writer, "R> "), return_exceptions=True)
+
+    def save(self, name: str) -> None:
+        if os.environ.get("AGI_ROUTER_RECORD_TRACES") != "1":
+            return
+        TRACES.mkdir(parents=True, exist_ok=True)
+        for i, lines in enumerate(self.sessions):
+            (TRACES / f"{name}-{i + 1}.trace").write_text("\n".join(lines) + "\n")
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+@dataclass
+class Stack:
+    ast: AsteriskInstance
+    ami: AMI
+    results: list[CallResult]
+    proxy: RecordingProxy
+    router_port: int
+
+    async def call(self, number: str, timeout: float = 20.0, **variables: str) -> dict[str, str]:
+        """Originate Local/<number>@hotline-test; return the RouterRoute UserEvent of that call."""
+        action_id = f"orig-{number}-{len(self.ami.events)}"
+        fields = {
+            "Action": "Originate",
+            "Channel": f"Local/{number}@hotline-test",
+            "Context": "test-caller",
+            "Exten": "s",
+            "Priority": "1",
+            "Async": "true",
+            "ActionID": action_id,
+            "Timeout": "10000",
+        }
+        msg = "".join(f"Variable: {k}={v}\r\n" for k, v in variables.items())
+
+        def run() -> dict[str, str]:
+            head = "".join(f"{k}: {v}\r\n" for k, v in fields.items())
+            self.ami.sock.sendall((head + msg + "\r\n").encode())
+            return self.ami.wait(
+                lambda m: (
+                    m.get("Event") == "UserEvent"
+                    and m.get("UserEvent") == "RouterRoute"
+                    and m.get("AGIStatus") is not None
+                ),
+                timeout,
+            )
+
+        return await asyncio.to_thread(run)
+
+
+@pytest.fixture(scope="module")
+def asterisk_binary() -> Path:
+    p = Path(BINARY)
+    if not p.exists():
+        pytest.fail(f"AGI_ROUTER_ASTERISK={BINARY} does not exist")
+    return p
+
+
+@pytest.fixture
+async def stack(asterisk_binary: Path, tmp_path: Path) -> AsyncIterator[Stack]:
+    catalogue = Catalogue.load()
+    text = default_policy_path().read_text().replace("[hours]\nenabled = true", "[hours]\nenabled = false")
+    policy = parse_policy(text, catalogue=catalogue)
+    results: list[CallResult] = []
+    directory = Directory({"+33612345678": AccountFacts(True, True, date.today())})
+    flow = CallFlow(
+        policy=PolicyHolder(policy),
+        directory=directory,
+        memory=InMemoryCallerMemory(),
+        pseudonymizer=Pseudonymizer(b"real-asterisk-test-key"),
+        capture=ChainedCapture(
+            [HintCapture(), DTMFMenuCapture(catalogue, DTMFMenuConfig(attempts=2, timeout_ms=4000))]
+        ),
+        on_result=results.append,
+    )
+
+    async def close_at_once(session: AGISession) -> None:
+        return None  # a router that "crashes": closes without writing anything
+
+    server = AGIServer({"3646": flow, "crash": close_at_once}, AGIServerConfig(port=0))
+    await server.start()
+    router_port = server.sockets[0][1]
+    proxy = RecordingProxy(router_port)
+    proxy_port = await proxy.start()
+    ast = write_config(
+        asterisk_binary,
+        tmp_path / "ast",
+        agi_url=f"agi://127.0.0.1:{proxy_port}/3646",
+        ami_port=free_port(),
+        sip_port=free_port(),
+    )
+    if shutil.which("espeak-ng") and shutil.which("sox"):
+        from agi_router.prompts import build_prompts
+
+        await asyncio.to_thread(build_prompts, catalogue, ast.root / "data" / "sounds" / "fr")
+    await asyncio.to_thread(start, ast)
+    ami = await asyncio.to_thread(AMI, ast.ami_port)
+    try:
+        yield Stack(ast, ami, results, proxy, router_port)
+    finally:
+        ami.close()
+        await asyncio.to_thread(ast.stop)
+        await proxy.close()
+        await server.close(grace=1)
+
+
+async def test_2024_sequence_on_real_asterisk(stack: Stack) -> None:
+    motive = sorted(stack_policy_deflectable())[0]
+    events = [await stack.call("0612345678", MOTIVE_HINT=motive) for _ in range(3)]
+    assert [e["Action"] for e in events] == ["deflect", "hangup", "priority"]
+    assert all(e["Done"] == "1" and e["AGIStatus"] == "SUCCESS" for e in events)
+    assert events[2]["Prio"] == "10"
+    stack.proxy.save("hint-sequence")
+
+
+def stack_policy_deflectable() -> set[str]:
+    from agi_router.policy.config import load_policy
+
+    return set(load_policy().deflect_motives)
+
+
+async def test_no_account_goes_to_the_skill_queue(stack: Stack) -> None:
+    motive = sorted(stack_policy_deflectable())[0]
+    e = await stack.call("0699999999", MOTIVE_HINT=motive)
+    assert (e["Action"], e["Done"]) == ("queue", "1")
+    assert e["Queue"] == Catalogue.load().queue_of(motive)
+
+
+async def test_dtmf_menu_on_real_asterisk(stack: Stack) -> None:
+    catalogue = Catalogue.load()
+    m = next(m for m in catalogue if m.dtmf and len(m.dtmf) == 2 and m.dtmf[1] != "9")
+    assert m.dtmf is not None
+    e = await stack.call("0611111111", TEST_DTMF1=m.dtmf[0], TEST_DTMF2=m.dtmf[1], TEST_HOLD="6")
+    assert (e["Motive"], e["Done"]) == (m.id, "1")
+    stack.proxy.save("dtmf-menu")
+
+
+async def test_caller_hangs_up_during_the_menu(stack: Stack) -> None:
+    number = "0622222222"
+    await asyncio.to_thread(
+        stack.ami.send,
+        {
+            "Action": "Originate",
+            "Channel": f"Local/{number}@hotline-test",
+            "Context": "test-caller",
+            "Exten": "s",
+            "Priority": "1",
+            "Async": "true",
+            "Variable": "TEST_HANGUP_AFTER=1",
+        },
+    )
+    for _ in range(100):
+        if stack.results:
+            break
+        await asyncio.sleep(0.1)
+    assert stack.results and stack.results[-1].hung_up
+    assert stack.results[-1].decision is None
+    stack.proxy.save("hangup-mid-menu")
+
+
+async def test_router_down_leaves_the_caller_on_the_human_route(stack: Stack) -> None:
+    dead = free_port()
+    stack.ast.cli(f"dialplan set global ROUTER_AGI agi://127.0.0.1:{dead}/3646")
+    e = await stack.call("0612345678", MOTIVE_HINT="attestation_droits")
+    assert (e["AGIStatus"], e["Done"], e["Action"], e["Queue"]) == ("FAILURE", "0", "human", "general")
+
+
+async def test_router_closing_early_is_not_mistaken_for_a_decision(stack: Stack) -> None:
+    stack.ast.cli(f"dialplan set global ROUTER_AGI agi://127.0.0.1:{stack.router_port}/crash")
+    e = await stack.call("0612345678", MOTIVE_HINT="attestation_droits")
+    # Asterisk reports SUCCESS for a script that closed early: ROUTER_DONE is what tells them apart
+    assert (e["AGIStatus"], e["Done"], e["Action"]) == ("SUCCESS", "0", "human")
+
+
+def test_config_loads_without_errors(asterisk_binary: Path, tmp_path: Path) -> None:
+    """The project's config files load into a stock Asterisk 22 without a single error line."""
+    ast = write_config(
+        asterisk_binary,
+        tmp_path / "ast",
+        agi_url="agi://127.0.0.1:4573/3646",
+        ami_port=free_port(),
+        sip_port=free_port(),
+    )
+    start(ast)
+    try:
+        assert "hotline" in ast.cli("dialplan show hotline")
+        queues = ast.cli("queue show")
+        for q in ("remboursements", "indemnites", "droits", "risques_pro", "maternite", "general"):
+            assert q in queues
+        assert "softphone" in ast.cli("pjsip show endpoints")
+        assert "agi-router" in ast.cli("manager show users")
+    finally:
+        ast.stop()
+    errors = [ln for ln in ast.log.read_text().splitlines() if " ERROR[" in ln]
+    assert not errors, "\n".join(errors)
