@@ -21,6 +21,7 @@ from .motives.catalogue import Catalogue
 from .policy.config import load_policy
 from .policy.model import AccountFacts
 from .privacy import Pseudonymizer, load_or_create_key
+from .sms import HTTPSmsGateway, NoSms, SmsSender
 from .state.base import CallerMemory
 from .state.memory import InMemoryCallerMemory
 from .state.redis import RedisCallerMemory
@@ -76,6 +77,7 @@ class Router:
         await self.flow.drain()
         await self.directory.close()
         await self.memory.close()
+        await self.flow.sms.close()
 
 
 def build_router(settings: Settings) -> Router:
@@ -100,6 +102,11 @@ def build_router(settings: Settings) -> Router:
         memory = RedisCallerMemory(settings.state.redis_url, timeout=settings.state.timeout_ms / 1000)
     else:
         memory = InMemoryCallerMemory()
+    sms: SmsSender = (
+        HTTPSmsGateway(settings.sms.url, timeout=settings.sms.timeout_ms / 1000)
+        if settings.sms.backend == "http"
+        else NoSms()
+    )
     fs = settings.flow
     capture = ChainedCapture(
         [
@@ -119,6 +126,7 @@ def build_router(settings: Settings) -> Router:
             directory_wait=fs.directory_wait_ms / 1000,
             answer=fs.answer,
         ),
+        sms=sms,
     )
     a = settings.agi
     server = AGIServer(

@@ -65,6 +65,13 @@ class DirectorySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SmsSettings:
+    backend: str = "none"  # none | http
+    url: str = ""
+    timeout_ms: float = 2000.0
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     level: str = "INFO"
     json: bool = False
@@ -80,6 +87,7 @@ class Settings:
     flow: FlowSettings = field(default_factory=FlowSettings)
     state: StateSettings = field(default_factory=StateSettings)
     directory: DirectorySettings = field(default_factory=DirectorySettings)
+    sms: SmsSettings = field(default_factory=SmsSettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: str = "<defaults>"
 
@@ -153,6 +161,16 @@ def load_settings(path: Path | None = None) -> Settings:
         raise di.err("http_url", "backend = 'http' needs an http:// or https:// URL")
     di.finish()
 
+    sm = root.table("sms")
+    sms = SmsSettings(
+        backend=sm.choice("backend", ("none", "http"), d.sms.backend),
+        url=sm.get("url", str, d.sms.url),
+        timeout_ms=sm.float_range("timeout_ms", 10.0, 60000.0, d.sms.timeout_ms),
+    )
+    if sms.backend == "http" and not sms.url.startswith(("http://", "https://")):
+        raise sm.err("url", "backend = 'http' needs an http:// or https:// URL")
+    sm.finish()
+
     lg = root.table("log")
     logs = LogSettings(
         level=lg.choice("level", ("DEBUG", "INFO", "WARNING", "ERROR"), d.log.level),
@@ -169,6 +187,7 @@ def load_settings(path: Path | None = None) -> Settings:
         flow=flow,
         state=state,
         directory=directory,
+        sms=sms,
         log=logs,
         source=f,
     )

@@ -402,3 +402,60 @@ async def test_fake_asterisk_flags_pipelined_commands() -> None:
         assert ch.pipelined
     finally:
         await server.close()
+
+
+async def test_sms_after_deflection_only_to_mobiles(
+    mini_policy: Policy, mini_catalogue: Catalogue, pseudonymizer: Pseudonymizer
+) -> None:
+    import json
+
+    import httpx
+
+    from agi_router.sms import HTTPSmsGateway
+
+    sent: list[dict[str, str]] = []
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return httpx.Response(202)
+
+    fixed = AccountFacts(known=True, exists=True, last_login=date(2026, 10, 1))
+    stub = StubDirectory({"+33612345678": fixed, "+33145678901": fixed})
+    results: list[CallResult] = []
+    sms = HTTPSmsGateway("http://sms.test/send", transport=httpx.MockTransport(gateway))
+    flow = CallFlow(
+        policy=PolicyHolder(mini_policy),
+        directory=stub,
+        memory=InMemoryCallerMemory(),
+        pseudonymizer=pseudonymizer,
+        capture=HintCapture(),
+        clock=Clock(),
+        on_result=results.append,
+        sms=sms,
+    )
+    server = AGIServer({"3646": flow}, AGIServerConfig(port=0))
+    await server.start()
+    try:
+        port = server.sockets[0][1]
+        await run_call("127.0.0.1", port, FakeChannel(args=["attestation_droits"]))
+        await run_call("127.0.0.1", port, FakeChannel(callerid="0145678901", args=["attestation_droits"]))
+        await flow.drain()
+        assert [r.decision.action.value for r in results if r.decision] == ["deflect", "deflect"]
+        assert [r.sms for r in results] == ["sent", "not_mobile"]
+        assert sent == [
+            {
+                "to": "+33612345678",
+                "text": mini_catalogue.motives["attestation_droits"].sms,
+                "reference": "1763900000.1",
+            }
+        ]
+    finally:
+        await server.close()
+        await sms.close()
+
+
+async def test_sms_gateway_down_does_not_touch_the_call(make_harness: Callable[..., object]) -> None:
+    h: Harness = await make_harness()  # type: ignore[misc]
+    ch = await h.call(FakeChannel(args=["attestation_droits"]))  # default NoSms: no gateway configured
+    assert ch.variables["ROUTER_ACTION"] == "deflect" and ch.variables["ROUTER_SMS"] == "1"
+    assert h.results[-1].sms == "failed"

@@ -31,6 +31,7 @@ from ..policy.config import Policy
 from ..policy.engine import decide
 from ..policy.model import AccountFacts, CallFacts, Decision, MotiveFacts, PastCall
 from ..privacy import WITHHELD, Pseudonymizer
+from ..sms import NoSms, SmsError, SmsSender, is_mobile
 from ..state.base import CallerMemory
 from .capture import CallContext, MotiveCapture
 
@@ -72,6 +73,7 @@ class CallResult:
     motive: MotiveFacts | None = None
     decision_latency_s: float | None = None
     errors: list[str] = field(default_factory=list)
+    sms: str | None = None  # "sent", "failed", "not_mobile", "withheld" when the decision asked for one
 
 
 class CallFlow:
@@ -87,6 +89,7 @@ class CallFlow:
         fallback: FallbackRoute | None = None,
         clock: Callable[[], datetime] | None = None,
         on_result: Callable[[CallResult], None] | None = None,
+        sms: SmsSender | None = None,
     ) -> None:
         self.policy = policy
         self.directory = directory
@@ -97,6 +100,7 @@ class CallFlow:
         self.fallback = fallback or FallbackRoute()
         self.clock = clock or (lambda: datetime.now(UTC))
         self.on_result = on_result
+        self.sms = sms if sms is not None else NoSms()
         self._background: set[asyncio.Task[None]] = set()
 
     async def __call__(self, session: AGISession) -> None:
@@ -205,11 +209,26 @@ class CallFlow:
         # (connection lost midway) still leaves the dialplan on its human default.
         await session.set_variables(decision.channel_variables())
         await session.set_variable("ROUTER_DONE", "1")
+        if decision.sms_template:
+            if e164 is None:
+                result.sms = "withheld"
+            elif not is_mobile(e164):
+                result.sms = "not_mobile"
+            else:
+                self._spawn(self._send_sms(e164, decision.sms_template, session.env.uniqueid, result))
         if motive.motive_id and not withheld:
             self._spawn(
                 self._record(caller, motive.motive_id, PastCall(now, motive.motive_id, decision.action), policy)
             )
         return decision
+
+    async def _send_sms(self, e164: str, text: str, reference: str, result: CallResult) -> None:
+        try:
+            await self.sms.send(e164, text, reference=reference)
+            result.sms = "sent"
+        except SmsError as exc:
+            result.sms = "failed"
+            log.warning("SMS for call %s (%s) not sent: %s", reference, result.caller, exc)
 
     async def _record(self, caller: str, motive: str, call: PastCall, policy: Policy) -> None:
         try:
