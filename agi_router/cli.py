@@ -78,6 +78,15 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             settings = dataclasses.replace(settings, agi=agi)
         from .app import run
 
+        if settings.agi.event_loop in ("auto", "uvloop"):
+            try:
+                import uvloop
+            except ImportError:
+                if settings.agi.event_loop == "uvloop":
+                    raise ConfigError("agi.event_loop = 'uvloop' but uvloop is not installed") from None
+            else:
+                uvloop.run(run(settings))
+                return 0
         asyncio.run(run(settings))
         return 0
     if args.cmd == "directory":

@@ -34,6 +34,7 @@ class AGISettings:
     max_sessions: int = 500
     header_timeout: float = 2.0
     command_timeout: float = 5.0
+    event_loop: str = "auto"  # auto (uvloop when installed) | asyncio | uvloop
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +124,7 @@ def load_settings(path: Path | None = None) -> Settings:
         max_sessions=a.int_range("max_sessions", 1, 100000, d.agi.max_sessions),
         header_timeout=a.float_range("header_timeout", 0.05, 60.0, d.agi.header_timeout),
         command_timeout=a.float_range("command_timeout", 0.05, 600.0, d.agi.command_timeout),
+        event_loop=a.choice("event_loop", ("auto", "asyncio", "uvloop"), d.agi.event_loop),
     )
     a.finish()
 

@@ -79,7 +79,10 @@ class AGIError(RouterError):
 
 
 class AGIProtocolError(AGIError):
-    """Asterisk sent a line that is not in res_agi's wire format."""
+    """Asterisk sent a line that is not in res_agi's wire format. ``consumed`` is False when the
+    offending bytes are still unread (the header reader stopped at its size limit)."""
+
+    consumed: bool = True
 
 
 class AGIHeaderTooLarge(AGIProtocolError):

@@ -41,7 +41,7 @@ from tests.fakeasterisk import environment, parse_args  # noqa: E402
 
 HOST = "127.0.0.1"
 SCRIPT = "3646"
-SERVERS = ("agi_router", "panoramisk")
+SERVERS = ("agi_router", "panoramisk", "agi_router+uvloop", "panoramisk+uvloop")
 N_COMMANDS = 3
 # What each command must be (argv after res_agi's parse_args), in order.
 EXPECTED: tuple[tuple[str, ...], ...] = (
@@ -120,9 +120,14 @@ async def _until_parent_gone(conn: Connection) -> None:
 
 def server_main(kind: str, cpu: int | None, conn: Connection) -> None:
     _pin(cpu)
-    serve = _serve_agi_router if kind == "agi_router" else _serve_panoramisk
+    serve = _serve_agi_router if kind.startswith("agi_router") else _serve_panoramisk
     try:
-        asyncio.run(serve(conn))
+        if kind.endswith("+uvloop"):
+            import uvloop
+
+            uvloop.run(serve(conn))
+        else:
+            asyncio.run(serve(conn))
     except Exception as exc:
         with contextlib.suppress(OSError):
             conn.send(f"{type(exc).__name__}: {exc}")

@@ -23,6 +23,7 @@ __all__ = [
     "AGIEnvironment",
     "AGIResponse",
     "format_command",
+    "parse_env_block",
     "parse_env_line",
     "parse_response_line",
     "quote_arg",
@@ -30,17 +31,26 @@ __all__ = [
 
 HANGUP_LINE = "HANGUP"
 
-_ENV_LINE = re.compile(r"^(agi_[a-z0-9_]+): ?(.*)$")
+_KEY = re.compile(r"agi_[a-z0-9_]+\Z")
 _RESPONSE_200 = re.compile(r"^200 result=(?P<result>-?\d*)(?: \((?P<data>.*)\))?(?: endpos=(?P<endpos>-?\d+))?\s*$")
+
+
+_ENV_BLOCK = re.compile(r"^(agi_[a-z0-9_]+): ?([^\n]*)$", re.M)
+
+
+def parse_env_block(text: str) -> dict[str, str]:
+    """All well-formed ``agi_key: value`` lines of a block, in one pass (the caller compares the
+    count with the number of lines to detect a malformed one)."""
+    return dict(_ENV_BLOCK.findall(text))
 
 
 def parse_env_line(line: str) -> tuple[str, str]:
     """Parse one ``agi_key: value`` line (without its newline)."""
-    m = _ENV_LINE.match(line)
-    if m is None:
+    key, sep, value = line.partition(":")
+    if not sep or not key.startswith("agi_") or not _KEY.match(key):
         shown = line if len(line) <= 80 else line[:77] + "..."
         raise AGIProtocolError(f"malformed AGI environment line {shown!r}: expected 'agi_<key>: <value>'")
-    return m.group(1), m.group(2)
+    return key, value[1:] if value.startswith(" ") else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +110,14 @@ class AGIResponse:
             raise AGIProtocolError(f"AGI result {self.result!r} is not an integer") from None
 
 
+_OK = {f"200 result={n}": AGIResponse(200, str(n)) for n in (-1, 0, 1)}
+
+
 def parse_response_line(line: str) -> AGIResponse:
     """Parse a ``200 result=...`` line. Error codes are handled by the session."""
+    fast = _OK.get(line)
+    if fast is not None:
+        return fast
     m = _RESPONSE_200.match(line)
     if m is None:
         shown = line if len(line) <= 120 else line[:117] + "..."

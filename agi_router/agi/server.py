@@ -153,10 +153,8 @@ class AGIServer:
         finally:
             if task is not None:
                 self._tasks.discard(task)
-            if not writer.is_closing():
-                writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            # close() flushes what is buffered, then closes: Asterisk reads our last answer, then EOF
+            writer.close()
 
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         cfg = self.config
@@ -176,7 +174,8 @@ class AGIServer:
             # A channel is waiting on the other side: route it to a human rather than drop it.
             self.header_errors += 1
             log.warning("bad AGI header from %s: %s; writing the fallback route", peer, exc)
-            if await _skip_to_blank_line(reader, timeout=0.5, max_bytes=1 << 20):
+            consumed = getattr(exc, "consumed", True)
+            if consumed or await _skip_to_blank_line(reader, timeout=0.5, max_bytes=1 << 20):
                 session = AGISession(reader, writer, AGIEnvironment({}), command_timeout=1.0)
                 await self.fallback.apply(session, "bad_header")
             return

@@ -18,12 +18,21 @@ from ..exceptions import (
     AGIConnectionClosed,
     AGIDeadChannel,
     AGIHangup,
+    AGIHeaderTooLarge,
     AGIInvalidCommand,
     AGIProtocolError,
     AGITimeout,
     AGIUsageError,
 )
-from .protocol import HANGUP_LINE, AGIEnvironment, AGIResponse, format_command, parse_response_line
+from .protocol import (
+    HANGUP_LINE,
+    AGIEnvironment,
+    AGIResponse,
+    format_command,
+    parse_env_block,
+    parse_env_line,
+    parse_response_line,
+)
 
 __all__ = ["AGISession", "GetDataResult", "StreamFileResult", "read_environment"]
 
@@ -49,30 +58,38 @@ async def read_environment(
 ) -> AGIEnvironment:
     """Read the ``agi_*`` block up to its blank line, within ``timeout`` seconds overall.
 
-    A client that sends half a header and closes gets :class:`AGIConnectionClosed` at once;
-    one that stalls gets :class:`AGITimeout`; neither blocks the event loop.
+    One ``readuntil`` for the whole block (Asterisk writes it in one go), bounded by
+    ``max_bytes``. A client that sends half a header and closes gets :class:`AGIConnectionClosed`
+    at once; one that stalls gets :class:`AGITimeout`; neither blocks the event loop.
     """
-    from ..exceptions import AGIHeaderTooLarge
-    from .protocol import parse_env_line
-
-    env: dict[str, str] = {}
-    total = 0
     try:
         async with asyncio.timeout(timeout):
-            for _ in range(max_lines + 1):
-                line = await _readline(reader)
-                total += len(line) + 1
-                if total > max_bytes:
-                    raise AGIHeaderTooLarge(f"AGI environment larger than {max_bytes} bytes")
-                if line == "":
-                    if not env:
-                        raise AGIProtocolError("empty AGI environment")
-                    return AGIEnvironment(env)
-                key, value = parse_env_line(line)
-                env[key] = value
-            raise AGIHeaderTooLarge(f"AGI environment has more than {max_lines} lines")
+            block = await reader.readuntil(b"\n\n")
     except TimeoutError:
         raise AGITimeout(f"AGI environment not complete after {timeout:.3g} s") from None
+    except asyncio.IncompleteReadError as exc:
+        raise AGIConnectionClosed(
+            "connection closed mid-header" if exc.partial else "connection closed before the header"
+        ) from None
+    except asyncio.LimitOverrunError:
+        err = AGIHeaderTooLarge(f"AGI environment larger than the stream limit ({max_bytes} bytes max)")
+        err.consumed = False  # the block is still in the stream: skip it before answering
+        raise err from None
+    except ConnectionError as exc:
+        raise AGIConnectionClosed(f"connection lost: {exc}") from None
+    if len(block) > max_bytes:
+        raise AGIHeaderTooLarge(f"AGI environment larger than {max_bytes} bytes")
+    text = block.decode("utf-8", errors="replace")
+    count = text.count("\n") - 1
+    if count > max_lines:
+        raise AGIHeaderTooLarge(f"AGI environment has more than {max_lines} lines")
+    env = parse_env_block(text)
+    if len(env) != count:  # slow path, only to name the offending line
+        for line in text.split("\n")[:-2]:
+            parse_env_line(line)
+        if not env:
+            raise AGIProtocolError("empty AGI environment")
+    return AGIEnvironment(env)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +157,9 @@ class AGISession:
     async def command(self, name: str, *args: str | int, timeout: float | None = None) -> AGIResponse:
         """Send one command and return its ``200`` response; errors raise the typed tree."""
         data = format_command(name, *args)
-        text = data.decode().rstrip("\n")
+        text = name  # for error messages; the arguments may carry personal data
         limit = self.command_timeout if timeout is None else timeout
+        writer = self._writer
         try:
             async with asyncio.timeout(limit):
                 while self._owed:
@@ -150,10 +168,13 @@ class AGISession:
                     except AGICommandError:
                         pass
                     self._owed -= 1
-                self._writer.write(data)
+                writer.write(data)
                 self.commands_sent += 1
                 self._owed += 1
-                await self._writer.drain()
+                if writer.transport.get_write_buffer_size() > 65536:
+                    await writer.drain()
+                elif writer.transport.is_closing():
+                    raise ConnectionResetError("transport closed")
                 response = await self._read_response(text)
                 self._owed -= 1
                 return response
