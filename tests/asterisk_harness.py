@@ -85,9 +85,16 @@ class AsteriskInstance:
 def write_config(binary: Path, root: Path, *, agi_url: str, ami_port: int, sip_port: int) -> AsteriskInstance:
     prefix = binary.resolve().parent.parent
     modules = Path(os.environ.get("AGI_ROUTER_ASTERISK_MODULES", prefix / "lib" / "asterisk" / "modules"))
+    installed_data = Path(os.environ.get("AGI_ROUTER_ASTERISK_DATA", prefix / "var" / "lib" / "asterisk"))
     etc = root / "etc"
     for sub in ("etc", "lib", "spool", "run", "log/cdr-csv", "data/sounds", "keys", "agi-bin", "db"):
         (root / sub).mkdir(parents=True, exist_ok=True)
+    # astdatadir must hold the XML documentation (stasis refuses to start without it): link the
+    # installed data in, keep sounds/ our own so generated prompts never touch the installation
+    if installed_data.is_dir():
+        for entry in installed_data.iterdir():
+            if entry.name != "sounds" and not (root / "data" / entry.name).exists():
+                (root / "data" / entry.name).symlink_to(entry)
     # [directories] must be written without "(!)", or the section is ignored (measured, 22.10.1)
     (etc / "asterisk.conf").write_text(
         "[directories]\n"
@@ -104,7 +111,7 @@ def write_config(binary: Path, root: Path, *, agi_url: str, ami_port: int, sip_p
         "noload => cel_radius.so\nnoload => res_snmp.so\nnoload => res_config_ldap.so\n"
         "noload => chan_iax2.so\nnoload => chan_unistim.so\nnoload => chan_skinny.so\nnoload => chan_mgcp.so\n"
         "noload => res_hep.so\nnoload => res_hep_pjsip.so\nnoload => res_hep_rtcp.so\n"
-        "noload => res_pjsip_outbound_publish.so\nnoload => res_stasis_test.so\n"
+        "noload => res_stasis_test.so\n"
     )
     (etc / "logger.conf").write_text("[general]\n[logfiles]\nmessages => notice,warning,error,verbose\n")
     (etc / "cdr.conf").write_text("[general]\nenable = no\n")

@@ -208,7 +208,7 @@ async def test_no_input_or_human_request_reaches_a_human(
     ch = await h.call(FakeChannel(dtmf=dtmf))
     assert (ch.variables["ROUTER_ACTION"], ch.variables["ROUTER_QUEUE"], ch.variables["ROUTER_RULE"]) == (
         "queue",
-        "general",
+        "accueil",
         rule,
     )
 
@@ -216,7 +216,7 @@ async def test_no_input_or_human_request_reaches_a_human(
 async def test_unknown_motive_hint_goes_to_a_human(make_harness: Callable[..., object]) -> None:
     h: Harness = await make_harness()  # type: ignore[misc]
     ch = await h.call(FakeChannel(args=["carte-vitale!!"]))
-    assert ch.variables["ROUTER_QUEUE"] == "general"
+    assert ch.variables["ROUTER_QUEUE"] == "accueil"
     assert "motive.unknown_id" in ch.variables["ROUTER_REASON"]
 
 

@@ -148,7 +148,7 @@ def test_non_deflectable_motive_goes_to_its_queue(mini_policy: Policy) -> None:
 )
 def test_human_paths(mini_policy: Policy, motive_facts: MotiveFacts, rule: str) -> None:
     d = decide(mini_policy, facts(motive_facts=motive_facts))
-    assert (d.action, d.queue, d.rule) == (Action.QUEUE, "general", rule)
+    assert (d.action, d.queue, d.rule) == (Action.QUEUE, "accueil", rule)
 
 
 def test_unknown_motive_id_is_flagged(mini_policy: Policy) -> None:

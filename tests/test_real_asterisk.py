@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -238,7 +239,7 @@ async def test_router_down_leaves_the_caller_on_the_human_route(stack: Stack) ->
     dead = free_port()
     stack.ast.cli(f"dialplan set global ROUTER_AGI agi://127.0.0.1:{dead}/3646")
     e = await stack.call("0612345678", MOTIVE_HINT="attestation_droits")
-    assert (e["AGIStatus"], e["Done"], e["Action"], e["Queue"]) == ("FAILURE", "0", "human", "general")
+    assert (e["AGIStatus"], e["Done"], e["Action"], e["Queue"]) == ("FAILURE", "0", "human", "accueil")
 
 
 async def test_router_closing_early_is_not_mistaken_for_a_decision(stack: Stack) -> None:
@@ -261,11 +262,18 @@ def test_config_loads_without_errors(asterisk_binary: Path, tmp_path: Path) -> N
     try:
         assert "hotline" in ast.cli("dialplan show hotline")
         queues = ast.cli("queue show")
-        for q in ("remboursements", "indemnites", "droits", "risques_pro", "maternite", "general"):
+        for q in ("remboursements", "indemnites", "droits", "risques_pro", "maternite", "accueil"):
             assert q in queues
         assert "softphone" in ast.cli("pjsip show endpoints")
         assert "agi-router" in ast.cli("manager show users")
     finally:
         ast.stop()
-    errors = [ln for ln in ast.log.read_text().splitlines() if " ERROR[" in ln]
-    assert not errors, "\n".join(errors)
+    # Other modules complain about their own missing config files; ours must load cleanly.
+    ours = ("extensions.conf", "queues.conf", "pjsip.conf", "manager.conf", "rtp.conf")
+    modules = {"app_queue.c", "pbx_config.c", "manager.c", "res_rtp_asterisk.c", "chan_pjsip.c", "res_pjsip.c"}
+    bad = []
+    for ln in ast.log.read_text().splitlines():
+        m = re.search(r"\] (?:ERROR|WARNING)\[\d+\] (\S+): (.*)", ln)
+        if m and (any(f in ln for f in ours) or m.group(1) in modules or m.group(1).startswith("res_pjsip/")):
+            bad.append(ln)
+    assert not bad, "\n".join(bad)

@@ -36,7 +36,7 @@ class FallbackRoute:
     variables: Mapping[str, str] = field(
         default_factory=lambda: {
             "ROUTER_ACTION": "human",
-            "ROUTER_QUEUE": "general",
+            "ROUTER_QUEUE": "accueil",
             "ROUTER_PRIO": "0",
         }
     )
