@@ -16,6 +16,7 @@ Every error the router raises on purpose derives from :class:`RouterError`::
     │       ├── AGIInvalidCommand   510 Invalid or unknown command
     │       ├── AGIDeadChannel      511 Command Not Permitted on a dead channel
     │       └── AGIUsageError       520 Invalid command syntax (usage follows)
+    ├── MediaError                  the RTP media endpoint cannot run (no free port, no peer yet)
     ├── DirectoryError              the account directory could not answer
     │   ├── DirectoryTimeout        it did not answer within its time budget
     │   └── DirectoryImportError    a CSV import was refused (nothing was imported)
@@ -44,6 +45,7 @@ __all__ = [
     "DirectoryError",
     "DirectoryImportError",
     "DirectoryTimeout",
+    "MediaError",
     "NumberFormatError",
     "PolicyError",
     "RouterError",
@@ -129,6 +131,12 @@ class AGIUsageError(AGICommandError):
     """520 Invalid command syntax; ``usage`` holds the usage text Asterisk sent."""
 
     code = 520
+
+
+class MediaError(RouterError):
+    """The RTP media endpoint cannot run: no free port, nothing to send to yet.
+
+    Garbage or foreign packets are never raised: they are counted and dropped."""
 
 
 class DirectoryError(RouterError):
