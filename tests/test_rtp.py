@@ -4,6 +4,7 @@ sources and SSRCs, 30 ms packets, wraparound, pacing of outgoing audio."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -213,8 +214,8 @@ async def test_play_is_paced_and_stoppable(stream: RtpStream) -> None:
             except BlockingIOError:
                 break
         assert len(got) == 10 and got[0].marker == 1 and all(p.payload_type == 0 for p in got)
-        assert all((b.sequence_number - a.sequence_number) & 0xFFFF == 1 for a, b in zip(got, got[1:], strict=False))
-        assert all((b.timestamp - a.timestamp) & 0xFFFFFFFF == 160 for a, b in zip(got, got[1:], strict=False))
+        assert all((b.sequence_number - a.sequence_number) & 0xFFFF == 1 for a, b in itertools.pairwise(got))
+        assert all((b.timestamp - a.timestamp) & 0xFFFFFFFF == 160 for a, b in itertools.pairwise(got))
         stop = asyncio.Event()
         asyncio.get_running_loop().call_later(0.05, stop.set)
         t0 = time.monotonic()
