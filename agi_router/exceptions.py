@@ -16,6 +16,12 @@ Every error the router raises on purpose derives from :class:`RouterError`::
     │       ├── AGIInvalidCommand   510 Invalid or unknown command
     │       ├── AGIDeadChannel      511 Command Not Permitted on a dead channel
     │       └── AGIUsageError       520 Invalid command syntax (usage follows)
+    ├── AMIError                    anything on the AMI connection
+    │   ├── AMIProtocolError        not AMI's wire format (banner, oversized message)
+    │   ├── AMIConnectionError      not connected, refused, lost, half-open (no Pong)
+    │   │   └── AMIAuthError        login refused
+    │   ├── AMITimeout              an action got no response in time
+    │   └── AMIActionError          Asterisk answered ``Response: Error``
     ├── MediaError                  the RTP media endpoint cannot run (no free port, no peer yet)
     ├── DirectoryError              the account directory could not answer
     │   ├── DirectoryTimeout        it did not answer within its time budget
@@ -41,6 +47,12 @@ __all__ = [
     "AGIProtocolError",
     "AGITimeout",
     "AGIUsageError",
+    "AMIActionError",
+    "AMIAuthError",
+    "AMIConnectionError",
+    "AMIError",
+    "AMIProtocolError",
+    "AMITimeout",
     "ConfigError",
     "DirectoryError",
     "DirectoryImportError",
@@ -131,6 +143,35 @@ class AGIUsageError(AGICommandError):
     """520 Invalid command syntax; ``usage`` holds the usage text Asterisk sent."""
 
     code = 520
+
+
+class AMIError(RouterError):
+    """Base class of AMI errors. While AMI is down the router routes on safe defaults."""
+
+
+class AMIProtocolError(AMIError):
+    """The peer does not speak AMI, or sent an oversized message."""
+
+
+class AMIConnectionError(AMIError):
+    """AMI is not connected (refused, lost, half-open); actions fail fast."""
+
+
+class AMIAuthError(AMIConnectionError):
+    """The AMI login was refused."""
+
+
+class AMITimeout(AMIError):
+    """An AMI action got no response within its timeout."""
+
+
+class AMIActionError(AMIError):
+    """Asterisk answered an action with ``Response: Error``."""
+
+    def __init__(self, action: str, message: str) -> None:
+        self.action = action
+        self.message = message
+        super().__init__(f"{action}: {message or 'error'}")
 
 
 class MediaError(RouterError):

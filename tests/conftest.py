@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,3 +27,13 @@ def mini_policy(mini_catalogue: Catalogue) -> Policy:
 @pytest.fixture(scope="session")
 def pseudonymizer() -> Pseudonymizer:
     return Pseudonymizer(b"test-key-0123456789abcdef")
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = 2.0, interval: float = 0.01) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` passes; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return predicate()
+        await asyncio.sleep(interval)
+    return True
