@@ -118,3 +118,16 @@ def test_catalogue_errors(old: str, new: str, key: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         Catalogue.from_dict(tomllib.loads(text.replace(old, new, 1)), file="c.toml")
     assert info.value.key == key and message in str(info.value)
+
+
+def test_general_is_not_a_queue_name(mini_catalogue: Catalogue) -> None:
+    """Found on a real Asterisk 22: [general] in queues.conf holds settings, so no queue can be called so."""
+    with pytest.raises(PolicyError, match=r"settings section of queues\.conf") as info:
+        parse_policy(mutate('default = "accueil"', 'default = "general"'), catalogue=mini_catalogue)
+    assert info.value.key == "queues.default"
+    import tomllib
+
+    text = (FIXTURES / "catalogue-mini.toml").read_text().replace('queue = "accueil"', 'queue = "General"')
+    with pytest.raises(ConfigError, match="settings section") as info2:
+        Catalogue.from_dict(tomllib.loads(text))
+    assert info2.value.key == "skills.general.queue"

@@ -123,7 +123,10 @@ class Catalogue:
             if dtmf in dtmf_seen:
                 raise err(f"{where}.dtmf", f"digit {dtmf} already used by {dtmf_seen[dtmf]}")
             dtmf_seen[dtmf] = where
-            skills[key] = Skill(key, text(s, "label", where) or "", text(s, "queue", where) or "", dtmf)
+            queue = text(s, "queue", where) or ""
+            if queue.lower() == "general":
+                raise err(f"{where}.queue", "'general' is the settings section of queues.conf, not a queue name")
+            skills[key] = Skill(key, text(s, "label", where) or "", queue, dtmf)
         raw_motives = data.get("motives")
         if not isinstance(raw_motives, list) or not raw_motives:
             raise err("motives", "at least one [[motives]] entry is required")

@@ -183,6 +183,13 @@ def parse_policy(text: str, *, file: str = "<policy>", catalogue: Catalogue | No
     human_queue = h.get("queue", str, default_queue)
     human_priority = h.int_range("priority", 0, 1000, 0)
     h.finish()
+    for key, name in (
+        ("queues.default", default_queue),
+        ("human.queue", human_queue),
+        *((f"queues.map.{k}", v) for k, v in qmap.items()),
+    ):
+        if name.lower() == "general":
+            raise PolicyError("'general' is the settings section of queues.conf, not a queue name", file=file, key=key)
 
     o = _table(root, "hours")
     hours_enabled = o.get("enabled", bool, False)
