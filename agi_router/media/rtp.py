@@ -287,8 +287,12 @@ class RtpStream(asyncio.DatagramProtocol):
         if self.transport is None or self.peer is None:
             raise MediaError("no peer to send to yet (UNICASTRTP_LOCAL_PORT not known)")
         packet = RtpPacket(
-            payload_type=PT_PCMU, marker=int(marker), sequence_number=self._send_seq,
-            timestamp=self._send_ts, ssrc=self._send_ssrc, payload=g711.ulaw_encode(pcm),
+            payload_type=PT_PCMU,
+            marker=int(marker),
+            sequence_number=self._send_seq,
+            timestamp=self._send_ts,
+            ssrc=self._send_ssrc,
+            payload=g711.ulaw_encode(pcm),
         )
         self.transport.sendto(packet.serialize(), self.peer)
         self._send_seq = (self._send_seq + 1) & 0xFFFF
