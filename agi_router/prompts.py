@@ -26,6 +26,11 @@ __all__ = ["FIXED_PROMPTS", "build_prompts", "prompt_texts"]
 
 FIXED_PROMPTS: dict[str, str] = {
     "router/invalid": "Ce choix n'est pas valide.",
+    "router/ask-motive": ("Bienvenue à l'Assurance Maladie. En quelques mots, dites-nous la raison de votre appel."),
+    "router/not-understood": (
+        "Excusez-moi, je n'ai pas compris. Dites simplement la raison de votre appel, par exemple : "
+        "ma carte Vitale, un remboursement, un arrêt de travail."
+    ),
     "router/deflect-intro": (
         "Bonjour. Votre demande peut être faite directement en ligne, dans votre compte ameli, "
         "sur le site ou sur l'application."

@@ -29,6 +29,7 @@ TEST_CONTEXT = """
 ; The caller side of a Local channel: waits, types DTMF given in TEST_DTMF (one group per wait), then
 ; stays on the line for TEST_HOLD seconds (or hangs up early when TEST_HANGUP_AFTER is set).
 exten => s,1,Wait(${IF($["${TEST_FIRST_WAIT}" = ""]?1.5:${TEST_FIRST_WAIT})})
+ same => n,ExecIf($["${TEST_PLAY}" != ""]?Playback(${TEST_PLAY}))
  same => n,ExecIf($["${TEST_DTMF1}" != ""]?SendDTMF(${TEST_DTMF1},250))
  same => n,ExecIf($["${TEST_HANGUP_AFTER}" != ""]?Hangup())
  same => n,Wait(2.5)

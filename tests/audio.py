@@ -82,3 +82,18 @@ def speech_bounds_ms(pcm: Pcm, threshold: float = 0.02) -> tuple[float, float]:
     rms = np.sqrt(np.mean(pcm[: n * block].astype(np.float64).reshape(n, block) ** 2, axis=1)) / 32768
     loud = np.nonzero(rms > threshold)[0]
     return float(loud[0] * 10), float((loud[-1] + 1) * 10)
+
+
+def read_wav(path: Path) -> Pcm:
+    with wave.open(str(path)) as w:
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (RATE, 1, 2), path
+        return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).copy()
+
+
+def write_wav(path: Path, pcm: Pcm) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes(pcm.astype(np.int16).tobytes())

@@ -17,18 +17,24 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from agi_router.agi.server import AGIServer, AGIServerConfig
 from agi_router.agi.session import AGISession
+from agi_router.ami.client import AMIClient, AMIConfig
 from agi_router.callflow.capture import ChainedCapture, DTMFMenuCapture, DTMFMenuConfig, HintCapture
 from agi_router.callflow.flow import CallFlow, CallResult, PolicyHolder
+from agi_router.callflow.legs import LegRegistry
+from agi_router.callflow.speech import Recognition, SpeechCapture, SpeechConfig
+from agi_router.media.rtp import PortPool
 from agi_router.motives.catalogue import Catalogue
 from agi_router.policy.config import default_policy_path, parse_policy
 from agi_router.policy.model import AccountFacts
 from agi_router.privacy import Pseudonymizer
 from agi_router.state.memory import InMemoryCallerMemory
-from tests.asterisk_harness import AMI, ROOT, AsteriskInstance, free_port, start, write_config
+from tests.asterisk_harness import AMI, AMI_SECRET, ROOT, AsteriskInstance, free_port, start, write_config
+from tests.audio import have_tts, read_wav, speak, speech_bounds_ms, write_wav
 
 BINARY = os.environ.get("AGI_ROUTER_ASTERISK", "")
 pytestmark = [
@@ -277,3 +283,108 @@ def test_config_loads_without_errors(asterisk_binary: Path, tmp_path: Path) -> N
         if m and (any(f in ln for f in ours) or m.group(1) in modules or m.group(1).startswith("res_pjsip/")):
             bad.append(ln)
     assert not bad, "\n".join(bad)
+
+
+# -- live audio: RTP from Asterisk's chan_rtp leg --------------------------------------------------
+
+
+class RecordingRecognizer:
+    """Stands in for Whisper here: this test is about the audio path, not the recogniser."""
+
+    def __init__(self, motive: str) -> None:
+        self.motive = motive
+        self.heard: list[np.ndarray] = []
+
+    async def recognize(self, pcm: np.ndarray) -> Recognition:
+        self.heard.append(pcm)
+        await asyncio.sleep(0.05)
+        return Recognition(self.motive, 0.9, None, "(recorded)")
+
+
+@dataclass
+class SpeechStack:
+    stack: Stack
+    ami: AMIClient
+    speech: SpeechCapture
+    recognizer: RecordingRecognizer
+    utterance: np.ndarray
+
+
+@pytest.fixture
+async def speech_stack(asterisk_binary: Path, tmp_path: Path) -> AsyncIterator[SpeechStack]:
+    if not have_tts():
+        pytest.skip("needs espeak-ng and sox")
+    catalogue = Catalogue.load()
+    text = default_policy_path().read_text().replace("[hours]\nenabled = true", "[hours]\nenabled = false")
+    policy = parse_policy(text, catalogue=catalogue)
+    results: list[CallResult] = []
+    ami_port = free_port()
+    ami = AMIClient(AMIConfig(port=ami_port, secret=AMI_SECRET, backoff_initial=0.2, backoff_max=1.0))
+    legs = LegRegistry(ami)
+    recognizer = RecordingRecognizer("attestation_droits")
+    directory = Directory({"+33612345678": AccountFacts(True, True, date.today())})
+    ast_root = tmp_path / "ast"
+    sounds = ast_root / "data" / "sounds" / "fr"
+    from agi_router.prompts import build_prompts
+
+    await asyncio.to_thread(build_prompts, catalogue, sounds)
+    prompt = read_wav(sounds / "router" / "ask-motive.wav")
+    utterance = speak("bonjour je voudrais une attestation de droits s'il vous plaît")
+    write_wav(sounds / "test" / "utterance.wav", utterance)
+    speech = SpeechCapture(legs, PortPool(31000, 31100), recognizer, SpeechConfig(), prompt=prompt)
+    flow = CallFlow(
+        policy=PolicyHolder(policy),
+        directory=directory,
+        memory=InMemoryCallerMemory(),
+        pseudonymizer=Pseudonymizer(b"real-asterisk-test-key"),
+        capture=ChainedCapture([HintCapture(), speech, DTMFMenuCapture(catalogue, DTMFMenuConfig(attempts=1))]),
+        on_result=results.append,
+    )
+    server = AGIServer({"3646": flow}, AGIServerConfig(port=0))
+    await server.start()
+    proxy = RecordingProxy(server.sockets[0][1])
+    proxy_port = await proxy.start()
+    ast = write_config(
+        asterisk_binary, ast_root, agi_url=f"agi://127.0.0.1:{proxy_port}/3646", ami_port=ami_port, sip_port=free_port()
+    )
+    await asyncio.to_thread(start, ast)
+    await ami.start()
+    assert await ami.wait_connected(10), ami.last_error
+    test_ami = await asyncio.to_thread(AMI, ast.ami_port)
+    try:
+        yield SpeechStack(
+            Stack(ast, test_ami, results, proxy, server.sockets[0][1]), ami, speech, recognizer, utterance
+        )
+    finally:
+        test_ami.close()
+        await ami.close()
+        await asyncio.to_thread(ast.stop)
+        await proxy.close()
+        await server.close(grace=1)
+
+
+async def test_live_audio_capture_on_real_asterisk(speech_stack: SpeechStack) -> None:
+    s = speech_stack
+    e = await s.stack.call("0612345678", timeout=30, TEST_PLAY="test/utterance", TEST_FIRST_WAIT="1.5", TEST_HOLD="6")
+    assert (e["Done"], e["Motive"], e["Action"]) == ("1", "attestation_droits", "deflect")
+    assert len(s.recognizer.heard) >= 1
+    heard = s.recognizer.heard[-1]
+    true_start, true_end = speech_bounds_ms(s.utterance)
+    spoken_ms = true_end - true_start
+    heard_ms = len(heard) / 8
+    cfg = s.speech.config.endpointer
+    assert spoken_ms - 100 <= heard_ms <= spoken_ms + cfg.pre_roll_ms + cfg.tail_ms + 200, (spoken_ms, heard_ms)
+    outcome = s.speech.rounds[-1]
+    assert outcome.barged_in  # the caller spoke 1.5 s into a ~4 s prompt
+    assert outcome.stats["lost"] == 0 and outcome.stats["garbage"] == 0
+    sent = int(str(outcome.stats["sent"]))
+    assert s.speech.prompt is not None
+    assert 0 < sent < len(s.speech.prompt) // 160  # the prompt started, and stopped at the caller's words
+    r = s.stack.results[-1]
+    assert r.motive is not None and r.motive.method == "speech"
+    assert r.speech_to_route_s is not None and r.speech_to_route_s < 0.1, r.speech_to_route_s
+    print(
+        f"speech->route {r.speech_to_route_s * 1000:.1f} ms, heard {heard_ms:.0f} ms of {spoken_ms:.0f} ms, "
+        f"prompt frames sent {sent}, stats {outcome.stats}"
+    )
+    s.stack.proxy.save("speech-capture")

@@ -109,8 +109,11 @@ class Replayer:
 
 
 def groups() -> dict[str, list[Path]]:
+    """Sessions to replay; speech captures are not (their RTP port is drawn at random)."""
     out: dict[str, list[Path]] = {}
     for p in ALL:
+        if p.stem.startswith("speech-"):
+            continue
         out.setdefault(p.stem.rsplit("-", 1)[0], []).append(p)
     return out
 

@@ -28,6 +28,8 @@ class CallContext:
     caller: str  # pseudonym
     language: str
     hint: str = ""  # motive id given by the dialplan (first AGI argument), if any
+    pending_digits: str = ""  # DTMF the caller typed during speech capture, not yet used
+    speech_ended_at: float | None = None  # time.monotonic() at the end of the recognised utterance
 
 
 class MotiveCapture(Protocol):
@@ -69,8 +71,14 @@ class DTMFMenuCapture:
         self.catalogue = catalogue
         self.config = config or DTMFMenuConfig()
 
-    async def _ask(self, session: AGISession, prompt: str, valid: set[str]) -> str | None:
+    async def _ask(
+        self, session: AGISession, prompt: str, valid: set[str], call: CallContext | None = None
+    ) -> str | None:
         cfg = self.config
+        if call is not None and call.pending_digits:
+            digit, call.pending_digits = call.pending_digits[0], call.pending_digits[1:]
+            if digit in valid:
+                return digit
         for attempt in range(cfg.attempts):
             result = await session.get_data(prompt, cfg.timeout_ms, 1)
             digit = result.digits[:1]
@@ -83,7 +91,7 @@ class DTMFMenuCapture:
     async def capture(self, session: AGISession, call: CallContext) -> MotiveFacts | None:
         cfg = self.config
         skills = self.catalogue.skill_by_dtmf
-        digit = await self._ask(session, cfg.skills_prompt, set(skills) | {cfg.human_digit})
+        digit = await self._ask(session, cfg.skills_prompt, set(skills) | {cfg.human_digit}, call)
         if digit is None:
             return MotiveFacts(None, 0.0, "dtmf")
         skill = skills.get(digit)
@@ -94,7 +102,7 @@ class DTMFMenuCapture:
         generic = self.catalogue.generic_motive(skill.key)
         if not motives:
             return MotiveFacts(generic.id if generic else None, 1.0, "dtmf")
-        second = await self._ask(session, cfg.skill_prompt_prefix + skill.key, set(motives) | {"9"})
+        second = await self._ask(session, cfg.skill_prompt_prefix + skill.key, set(motives) | {"9"}, call)
         chosen = motives.get(second or "")
         if chosen is None:
             return MotiveFacts(generic.id if generic else None, 1.0 if second else 0.5, "dtmf")

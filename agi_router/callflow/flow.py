@@ -72,6 +72,7 @@ class CallResult:
     account: AccountFacts | None = None
     motive: MotiveFacts | None = None
     decision_latency_s: float | None = None
+    speech_to_route_s: float | None = None  # end of speech (endpointer) -> ROUTER_DONE written
     errors: list[str] = field(default_factory=list)
     sms: str | None = None  # "sent", "failed", "not_mobile", "withheld" when the decision asked for one
 
@@ -126,6 +127,8 @@ class CallFlow:
                 motive = await self.capture.capture(session, ctx) or MotiveFacts(None)
                 result.motive = motive
                 result.decision = await self._decide(session, caller, e164, motive, account_task, result)
+                if ctx.speech_ended_at is not None:
+                    result.speech_to_route_s = time.monotonic() - ctx.speech_ended_at
         except TimeoutError:
             result.fallback_reason = result.fallback_reason or "deadline"
         except (AGIHangup, AGIDeadChannel):

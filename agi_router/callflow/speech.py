@@ -1,0 +1,284 @@
+"""Motive capture on live audio: the caller says why they call, in their own words.
+
+One round, as measured on Asterisk 22 (team notes):
+
+1. bind an RTP port, ``EXEC Dial UnicastRTP/<router>:<port>/c(ulaw),,gL(<max ms>)``: Asterisk bridges
+   the caller to a chan_rtp leg that sends the caller's audio to the router (``g``: the AGI goes on
+   after the leg; ``L()``: the leg ends by itself if the router dies);
+2. AMI ``VarSet UNICASTRTP_LOCAL_PORT`` tells where to send the prompt; once ``BridgeEnter``, the
+   prompt is streamed from the same socket, paced at 20 ms, and stopped at the caller's first
+   words (barge-in);
+3. webrtcvad endpoints the sentence; at the first pause the recogniser starts speculatively, so
+   that at end of speech (hangover) the motive is usually already known;
+4. AMI ``Hangup`` of the leg: Dial returns (~3.5 ms) and the AGI conversation continues.
+
+No input or not understood -> re-prompt (``attempts``); caller DTMF (AMI ``DTMFEnd``) -> the DTMF
+menu, with the digit already typed; AMI down, no free port, anything odd -> ``None`` and the next
+capture source (the DTMF menu) runs. A caller is never left in silence by this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from ..agi.session import AGISession
+from ..exceptions import AGIError, MediaError
+from ..media.rtp import PortPool, RtpFrame, RtpStream, open_rtp_stream
+from ..policy.model import MotiveFacts
+from ..speech.endpointer import (
+    Endpointer,
+    EndpointerConfig,
+    MaxLength,
+    NoInput,
+    SpeechEnd,
+    SpeechEvent,
+    SpeechPause,
+    SpeechResumed,
+    SpeechStart,
+)
+from .capture import CallContext
+from .legs import LegRegistry, LegWatch
+
+__all__ = ["MotiveRecognizer", "Recognition", "RoundOutcome", "SpeechCapture", "SpeechConfig"]
+
+log = logging.getLogger(__name__)
+
+Pcm = npt.NDArray[np.int16]
+
+
+@dataclass(frozen=True, slots=True)
+class Recognition:
+    motive_id: str | None  # None: not understood (rejected)
+    confidence: float = 0.0
+    runner_up: str | None = None
+    transcript: str = ""
+    human_requested: bool = False
+
+
+class MotiveRecognizer(Protocol):
+    async def recognize(self, pcm: Pcm) -> Recognition: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechConfig:
+    bind_host: str = "127.0.0.1"  # where the router's RTP sockets listen
+    advertise_host: str = "127.0.0.1"  # the router's address as Asterisk must send to it
+    asterisk_host: str = "127.0.0.1"  # where Asterisk's RTP comes from
+    attempts: int = 2
+    leg_max_ms: int = 20000  # Dial L(): the leg's own watchdog
+    peer_timeout: float = 1.0  # wait for UNICASTRTP_LOCAL_PORT
+    no_input_ms: int = 5000  # after the prompt
+    jitter_packets: int = 0  # 0 on loopback; 8 or 16 across a network
+    endpointer: EndpointerConfig = field(default_factory=EndpointerConfig)
+    prompt_file: str = "router/ask-motive"  # STREAM FILE fallback when no PCM is loaded
+    reprompt_file: str = "router/not-understood"
+
+
+@dataclass(slots=True)
+class RoundOutcome:
+    recognition: Recognition | None = None
+    digits: str = ""
+    no_input: bool = False
+    speech_end_at: float | None = None  # time.monotonic() of the end of speech
+    frames: int = 0
+    barged_in: bool = False
+    stats: dict[str, object] = field(default_factory=dict)
+
+
+class SpeechCapture:
+    def __init__(
+        self,
+        legs: LegRegistry,
+        ports: PortPool,
+        recognizer: MotiveRecognizer,
+        config: SpeechConfig | None = None,
+        *,
+        prompt: Pcm | None = None,
+        reprompt: Pcm | None = None,
+    ) -> None:
+        self.legs = legs
+        self.ports = ports
+        self.recognizer = recognizer
+        self.config = config or SpeechConfig()
+        self.prompt = prompt
+        self.reprompt = reprompt
+        self.rounds: list[RoundOutcome] = []  # last rounds, for tests and metrics
+
+    async def capture(self, session: AGISession, call: CallContext) -> MotiveFacts | None:
+        if not self.legs.available:
+            log.info("speech capture skipped for %s: AMI not connected", call.call_id)
+            return None
+        for attempt in range(self.config.attempts):
+            try:
+                outcome = await self._round(session, call, reprompt=attempt > 0)
+            except MediaError as exc:
+                log.warning("speech capture unavailable for %s: %s", call.call_id, exc)
+                return None
+            self.rounds.append(outcome)
+            del self.rounds[:-100]
+            if outcome.digits:
+                call.pending_digits = outcome.digits
+                return None
+            r = outcome.recognition
+            if r is not None and (r.motive_id or r.human_requested):
+                call.speech_ended_at = outcome.speech_end_at
+                return MotiveFacts(r.motive_id, r.confidence, "speech", r.runner_up, r.human_requested)
+        return None
+
+    # -- one round ----------------------------------------------------------------------------------
+
+    async def _round(self, session: AGISession, call: CallContext, *, reprompt: bool) -> RoundOutcome:
+        cfg = self.config
+        prompt = self.reprompt if reprompt else self.prompt
+        if prompt is None:
+            # no PCM to stream: play it the classic way first (no barge-in then)
+            await session.stream_file(cfg.reprompt_file if reprompt else cfg.prompt_file)
+        stream = await open_rtp_stream(
+            self.ports, cfg.bind_host, expected_host=cfg.asterisk_host, jitter_packets=cfg.jitter_packets
+        )
+        watch = self.legs.watch(stream.local_port, session.env.channel)
+        dial = f"UnicastRTP/{cfg.advertise_host}:{stream.local_port}/c(ulaw),,gL({cfg.leg_max_ms})"
+        exec_task = asyncio.create_task(session.exec("Dial", dial, timeout=cfg.leg_max_ms / 1000 + 5))
+        barge = asyncio.Event()
+        play_task: asyncio.Task[bool] | None = None
+        outcome = RoundOutcome()
+        try:
+            try:
+                async with asyncio.timeout(cfg.peer_timeout):
+                    port = await asyncio.shield(watch.asterisk_port)
+                stream.peer = (cfg.asterisk_host, port)
+            except TimeoutError:
+                log.warning("no UNICASTRTP_LOCAL_PORT for %s within %.1f s", call.call_id, cfg.peer_timeout)
+            prompt_ms = 0.0
+            if prompt is not None and stream.peer is not None:
+                play_task = asyncio.create_task(self._play(stream, watch, prompt, barge))
+                prompt_ms = len(prompt) / 8
+            ep_cfg = cfg.endpointer
+            ep = Endpointer(EndpointerConfig(**{**_fields(ep_cfg), "no_input_ms": int(prompt_ms) + cfg.no_input_ms}))
+            await self._listen(stream, watch, ep, exec_task, barge, outcome)
+        finally:
+            barge.set()
+            if play_task is not None:
+                play_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await play_task
+            await self._end_leg(watch, exec_task)
+            stream.close()
+            self.legs.forget(watch)
+            st = stream.stats
+            outcome.stats = {
+                "packets": st.packets,
+                "lost": st.lost,
+                "garbage": st.garbage,
+                "late": st.late,
+                "jitter_ms": round(st.jitter_ms, 2),
+                "sent": st.sent,
+            }
+        return outcome
+
+    async def _play(self, stream: RtpStream, watch: LegWatch, pcm: Pcm, barge: asyncio.Event) -> bool:
+        # a frame sent before BridgeEnter is dropped by Asterisk (measured): wait for the bridge
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.peer_timeout):
+                await watch.bridged.wait()
+        return await stream.play(pcm, barge)
+
+    async def _listen(
+        self,
+        stream: RtpStream,
+        watch: LegWatch,
+        ep: Endpointer,
+        exec_task: asyncio.Task[int],
+        barge: asyncio.Event,
+        outcome: RoundOutcome,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        anchor: float | None = None  # wall ms of stream time 0
+        speculative: asyncio.Task[Recognition] | None = None
+        try:
+            while True:
+                if exec_task.done():
+                    exec_task.result()  # AGIHangup if the caller hung up
+                    return  # the leg ended on its own (L() limit)
+                if not watch.digits.empty():
+                    outcome.digits = "".join(watch.digits.get_nowait() for _ in range(watch.digits.qsize()))
+                    return
+                frame: RtpFrame | None = None
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.04):
+                        frame = await stream.frames.get()
+                now_ms = (loop.time() - t0) * 1000
+                if frame is not None:
+                    if anchor is None:
+                        anchor = (frame.arrival - t0) * 1000 - frame.stream_ms
+                    outcome.frames += 1
+                    events = ep.feed(frame.pcm, anchor + frame.stream_ms)
+                else:
+                    events = ep.tick(now_ms)
+                for ev in events:
+                    result = await self._on_event(ev, barge, outcome, speculative)
+                    if isinstance(result, asyncio.Task):
+                        speculative = result
+                    elif result == "resumed":
+                        speculative = None
+                    elif result == "done":
+                        return
+        finally:
+            if speculative is not None and not speculative.done():
+                speculative.cancel()
+
+    async def _on_event(
+        self,
+        ev: SpeechEvent,
+        barge: asyncio.Event,
+        outcome: RoundOutcome,
+        speculative: asyncio.Task[Recognition] | None,
+    ) -> asyncio.Task[Recognition] | str | None:
+        if isinstance(ev, SpeechStart):
+            if not barge.is_set():
+                outcome.barged_in = True
+            barge.set()
+        elif isinstance(ev, SpeechPause):
+            return asyncio.create_task(self.recognizer.recognize(ev.audio))
+        elif isinstance(ev, SpeechResumed):
+            if speculative is not None:
+                speculative.cancel()
+            return "resumed"
+        elif isinstance(ev, SpeechEnd | MaxLength):
+            outcome.speech_end_at = time.monotonic()
+            if isinstance(ev, SpeechEnd) and speculative is not None:
+                outcome.recognition = await speculative
+            else:
+                if speculative is not None:
+                    speculative.cancel()
+                outcome.recognition = await self.recognizer.recognize(ev.audio)
+            return "done"
+        elif isinstance(ev, NoInput):
+            outcome.no_input = True
+            return "done"
+        return None
+
+    async def _end_leg(self, watch: LegWatch, exec_task: asyncio.Task[int]) -> None:
+        if not exec_task.done():
+            await self.legs.hangup_leg(watch)
+        try:
+            async with asyncio.timeout(2.0):
+                await exec_task
+        except TimeoutError:
+            log.warning("Dial of the capture leg did not return 2 s after its hang-up")
+            exec_task.cancel()
+        except AGIError:
+            raise
+
+
+def _fields(cfg: EndpointerConfig) -> dict[str, int]:
+    return {f: getattr(cfg, f) for f in cfg.__dataclass_fields__}
