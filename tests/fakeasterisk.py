@@ -18,7 +18,7 @@ they hang up, channel variables. Every command the router sent is kept in ``comm
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 DEAD = "511 Command Not Permitted on a dead channel or intercept routine"
@@ -106,6 +106,8 @@ class FakeChannel:
     hangup_during: str | None = None  # hang up while executing the first command starting with this
     variables: dict[str, str] = field(default_factory=dict)
     command_delay: float = 0.0  # seconds Asterisk takes per command (slow PBX)
+    # EXEC Dial UnicastRTP/...: a live-audio leg (tests/fakepbx.py); returns the response lines
+    dial_handler: Callable[[list[str]], Awaitable[list[str]]] | None = None
     script: str = "3646"
     commands: list[str] = field(default_factory=list)
     hung_up: bool = False
@@ -186,7 +188,18 @@ async def run_call(host: str, port: int, channel: FakeChannel, *, timeout: float
                     writer.write(b"HANGUP\n200 result=-1\n")
                     await writer.drain()
                     continue
-                for out in channel.answer(argv):
+                if (
+                    channel.dial_handler is not None
+                    and argv[:2] == ["EXEC", "Dial"]
+                    and len(argv) > 2
+                    and (argv[2].startswith("UnicastRTP/"))
+                ):
+                    outs = await channel.dial_handler(argv)
+                    if "HANGUP" in outs:
+                        channel.hung_up = True
+                else:
+                    outs = channel.answer(argv)
+                for out in outs:
                     writer.write((out + "\n").encode())
                 await writer.drain()
                 answered += 1

@@ -170,18 +170,20 @@ class SpeechCapture:
                 play_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await play_task
-            await self._end_leg(watch, exec_task)
-            stream.close()
-            self.legs.forget(watch)
-            st = stream.stats
-            outcome.stats = {
-                "packets": st.packets,
-                "lost": st.lost,
-                "garbage": st.garbage,
-                "late": st.late,
-                "jitter_ms": round(st.jitter_ms, 2),
-                "sent": st.sent,
-            }
+            try:
+                await self._end_leg(watch, exec_task)  # raises AGIHangup if the caller hung up
+            finally:
+                stream.close()
+                self.legs.forget(watch)
+                st = stream.stats
+                outcome.stats = {
+                    "packets": st.packets,
+                    "lost": st.lost,
+                    "garbage": st.garbage,
+                    "late": st.late,
+                    "jitter_ms": round(st.jitter_ms, 2),
+                    "sent": st.sent,
+                }
         return outcome
 
     async def _play(self, stream: RtpStream, watch: LegWatch, pcm: Pcm, barge: asyncio.Event) -> bool:

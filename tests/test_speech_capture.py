@@ -1,0 +1,173 @@
+"""Live-audio motive capture through the FastAGI server, a fake PBX (AGI + AMI + real RTP datagrams)
+and the real endpointer; the recogniser is a stand-in here (test_motive_classifier.py and the
+whisper tests cover recognition)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+import numpy as np
+import pytest
+
+from agi_router.agi.server import AGIServer, AGIServerConfig
+from agi_router.ami.client import AMIClient, AMIConfig
+from agi_router.callflow.capture import ChainedCapture, DTMFMenuCapture, DTMFMenuConfig, HintCapture
+from agi_router.callflow.flow import CallFlow, CallResult, PolicyHolder
+from agi_router.callflow.legs import LegRegistry
+from agi_router.callflow.speech import Recognition, SpeechCapture, SpeechConfig
+from agi_router.media.rtp import PortPool
+from agi_router.motives.catalogue import Catalogue
+from agi_router.policy.config import Policy
+from agi_router.policy.model import AccountFacts
+from agi_router.privacy import Pseudonymizer
+from agi_router.speech.endpointer import EndpointerConfig
+from agi_router.state.memory import InMemoryCallerMemory
+from tests.audio import needs_tts, silence, speak, speech_bounds_ms
+from tests.fakeami import FakeAMI
+from tests.fakeasterisk import FakeChannel, run_call
+from tests.fakepbx import CallerScript, FakePBX
+
+pytestmark = needs_tts
+SENTENCE = "bonjour je voudrais une attestation de droits"
+
+
+class ScriptedRecognizer:
+    """Answers in turn from a list; keeps the audio it was given."""
+
+    def __init__(self, answers: list[Recognition], delay: float = 0.05) -> None:
+        self.answers = answers
+        self.delay = delay
+        self.heard: list[np.ndarray] = []
+        self.calls = 0
+
+    async def recognize(self, pcm: np.ndarray) -> Recognition:
+        self.calls += 1
+        await asyncio.sleep(self.delay)
+        self.heard.append(pcm)
+        return self.answers[min(len(self.heard), len(self.answers)) - 1]
+
+
+@dataclass
+class Rig:
+    port: int
+    pbx: FakePBX
+    ami: AMIClient
+    speech: SpeechCapture
+    recognizer: ScriptedRecognizer
+    results: list[CallResult]
+
+    async def call(self, **kw: object) -> FakeChannel:
+        ch = FakeChannel(callerid="0612345678", dial_handler=self.pbx.dial, **kw)  # type: ignore[arg-type]
+        return await run_call("127.0.0.1", self.port, ch, timeout=30)
+
+
+@pytest.fixture
+async def rig(mini_policy: Policy, mini_catalogue: Catalogue, pseudonymizer: Pseudonymizer) -> AsyncIterator[Rig]:
+    fake_ami = FakeAMI()
+    await fake_ami.start()
+    pbx = FakePBX(fake_ami)
+    ami = AMIClient(AMIConfig(port=fake_ami.port, secret=fake_ami.secret, backoff_initial=0.05, backoff_max=0.1))
+    await ami.start()
+    assert await ami.wait_connected(2)
+    recognizer = ScriptedRecognizer([Recognition("attestation_droits", 0.92, "releve_remboursements")])
+    prompt = speak("dites la raison de votre appel en quelques mots", "fr+f2")
+    cfg = SpeechConfig(no_input_ms=1500, endpointer=EndpointerConfig(hangover_ms=500))
+    speech = SpeechCapture(LegRegistry(ami), PortPool(32000, 32100), recognizer, cfg, prompt=prompt, reprompt=prompt)
+    results: list[CallResult] = []
+
+    class Directory:
+        async def lookup(self, e164: str | None, pseudonym: str) -> AccountFacts:
+            return AccountFacts(True, True, date(2026, 11, 1))
+
+        async def close(self) -> None:
+            pass
+
+    flow = CallFlow(
+        policy=PolicyHolder(mini_policy),
+        directory=Directory(),
+        memory=InMemoryCallerMemory(),
+        pseudonymizer=pseudonymizer,
+        clock=lambda: datetime(2026, 11, 24, 10, 0, tzinfo=UTC),
+        capture=ChainedCapture(
+            [HintCapture(), speech, DTMFMenuCapture(mini_catalogue, DTMFMenuConfig(attempts=1, timeout_ms=100))]
+        ),
+        on_result=results.append,
+    )
+    server = AGIServer({"3646": flow}, AGIServerConfig(port=0))
+    await server.start()
+    try:
+        yield Rig(server.sockets[0][1], pbx, ami, speech, recognizer, results)
+    finally:
+        await server.close(grace=1)
+        await ami.close()
+        await fake_ami.stop()
+
+
+async def test_spoken_motive_routes_the_call(rig: Rig) -> None:
+    utterance = speak(SENTENCE)
+    rig.pbx.rounds = [CallerScript(audio=np.concatenate([utterance, silence(1500)]), start_after_s=0.8)]
+    ch = await rig.call()
+    assert (ch.variables["ROUTER_MOTIVE"], ch.variables["ROUTER_ACTION"]) == ("attestation_droits", "deflect")
+    assert [c.split(" ", 2)[1] for c in ch.commands[:1]] == ['"Dial"']
+    assert rig.pbx.hangups == rig.pbx.legs  # the router ended the leg over AMI
+    r = rig.results[-1]
+    assert r.motive is not None and (r.motive.method, r.motive.confidence) == ("speech", 0.92)
+    assert r.motive.runner_up == "releve_remboursements"
+    assert r.speech_to_route_s is not None and r.speech_to_route_s < 0.1
+    outcome = rig.speech.rounds[-1]
+    assert outcome.barged_in and 0 < rig.pbx.prompt_packets[0] < 130  # the prompt stopped at the first words
+    start, end = speech_bounds_ms(utterance)
+    assert abs(len(rig.recognizer.heard[0]) / 8 - (end - start)) < 600
+    assert rig.recognizer.calls == 1  # the speculative recognition was used
+
+
+async def test_not_understood_then_understood(rig: Rig) -> None:
+    rig.recognizer.answers = [Recognition(None, 0.2), Recognition("carte_vitale_perdue", 0.8)]
+    utterance = np.concatenate([speak("euh c'est pour le truc là"), silence(1200)])
+    rig.pbx.rounds = [CallerScript(audio=utterance), CallerScript(audio=utterance)]
+    ch = await rig.call()
+    assert ch.variables["ROUTER_MOTIVE"] == "carte_vitale_perdue"
+    assert len(rig.pbx.legs) == 2
+
+
+async def test_no_input_twice_then_dtmf_menu_then_human(rig: Rig) -> None:
+    rig.pbx.rounds = [CallerScript(), CallerScript()]
+    ch = await rig.call()
+    assert len(rig.pbx.legs) == 2 and all(o.no_input for o in rig.speech.rounds[-2:])
+    assert any(c.startswith('GET DATA "router/menu-skills"') for c in ch.commands)
+    assert (ch.variables["ROUTER_QUEUE"], ch.variables["ROUTER_RULE"]) == ("accueil", "motive.none")
+
+
+async def test_dtmf_during_capture_goes_to_the_menu_with_the_digit(rig: Rig) -> None:
+    rig.pbx.rounds = [CallerScript(dtmf="3", start_after_s=0.5)]
+    ch = await rig.call(dtmf=["1"])  # the second level of the menu is answered by GET DATA
+    assert not any('"router/menu-skills"' in c for c in ch.commands)  # the 3 was not asked again
+    assert any('"router/menu-skill-droits"' in c for c in ch.commands)
+    assert ch.variables["ROUTER_MOTIVE"] == "attestation_droits"
+
+
+async def test_loss_reordering_and_garbage_on_the_leg(rig: Rig) -> None:
+    utterance = np.concatenate([speak(SENTENCE), silence(1500)])
+    n = len(utterance) // 160
+    rig.pbx.rounds = [CallerScript(audio=utterance, drop=set(range(20, n, 17)), swap={30, 60}, garbage_every=10)]
+    ch = await rig.call()
+    assert ch.variables["ROUTER_MOTIVE"] == "attestation_droits"
+    st = rig.speech.rounds[-1].stats
+    assert int(str(st["lost"])) >= 2 and int(str(st["garbage"])) >= 5
+
+
+async def test_caller_hangs_up_during_capture(rig: Rig) -> None:
+    rig.pbx.rounds = [CallerScript(audio=speak("allô"), hang_up_after_s=0.2)]
+    ch = await rig.call()
+    assert "ROUTER_DONE" not in ch.variables
+    assert rig.results[-1].hung_up
+
+
+async def test_ami_down_skips_speech(rig: Rig) -> None:
+    await rig.ami.close()
+    ch = await rig.call(dtmf=["3", "1"])
+    assert rig.pbx.legs == []
+    assert ch.variables["ROUTER_MOTIVE"] == "attestation_droits"  # by the DTMF menu
