@@ -18,10 +18,13 @@ from .exceptions import ConfigError
 
 __all__ = [
     "AGISettings",
+    "AMISettings",
     "DirectorySettings",
     "FlowSettings",
     "LogSettings",
     "Settings",
+    "SmsSettings",
+    "SpeechSettings",
     "StateSettings",
     "load_settings",
 ]
@@ -66,6 +69,37 @@ class DirectorySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AMISettings:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 5038
+    username: str = "agi-router"
+    secret: str = ""  # or $AGI_ROUTER_AMI_SECRET
+    ping_interval: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechSettings:
+    enabled: bool = True
+    model_dir: str = ""  # "" = Whisper base assembled from the PyPI wheels under data_dir/models
+    workers: int = 1
+    beam_size: int = 1
+    window_s: int = 6
+    attempts: int = 2
+    no_input_ms: int = 5000
+    hangover_ms: int = 550
+    aggressiveness: int = 2
+    sounds_dir: str = "sounds/fr"  # where router/ask-motive.wav is (streamed for barge-in)
+    # media: the RTP ports of the capture legs, outside Asterisk's rtp.conf range
+    rtp_port_start: int = 30000
+    rtp_port_end: int = 31000
+    bind_host: str = "127.0.0.1"
+    advertise_host: str = "127.0.0.1"
+    asterisk_host: str = "127.0.0.1"
+    jitter_packets: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class SmsSettings:
     backend: str = "none"  # none | http
     url: str = ""
@@ -89,6 +123,8 @@ class Settings:
     state: StateSettings = field(default_factory=StateSettings)
     directory: DirectorySettings = field(default_factory=DirectorySettings)
     sms: SmsSettings = field(default_factory=SmsSettings)
+    ami: AMISettings = field(default_factory=AMISettings)
+    speech: SpeechSettings = field(default_factory=SpeechSettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: str = "<defaults>"
 
@@ -173,6 +209,45 @@ def load_settings(path: Path | None = None) -> Settings:
         raise sm.err("url", "backend = 'http' needs an http:// or https:// URL")
     sm.finish()
 
+    am = root.table("ami")
+    ami = AMISettings(
+        enabled=am.get("enabled", bool, d.ami.enabled),
+        host=am.get("host", str, d.ami.host),
+        port=am.int_range("port", 1, 65535, d.ami.port),
+        username=am.get("username", str, d.ami.username),
+        secret=am.get("secret", str, d.ami.secret),
+        ping_interval=am.float_range("ping_interval", 0.5, 300.0, d.ami.ping_interval),
+    )
+    am.finish()
+
+    sp = root.table("speech")
+    ds = d.speech
+    speech = SpeechSettings(
+        enabled=sp.get("enabled", bool, ds.enabled),
+        model_dir=sp.get("model_dir", str, ds.model_dir),
+        workers=sp.int_range("workers", 1, 16, ds.workers),
+        beam_size=sp.int_range("beam_size", 1, 10, ds.beam_size),
+        window_s=sp.int_range("window_s", 1, 30, ds.window_s),
+        attempts=sp.int_range("attempts", 1, 5, ds.attempts),
+        no_input_ms=sp.int_range("no_input_ms", 500, 30000, ds.no_input_ms),
+        hangover_ms=sp.int_range("hangover_ms", 200, 3000, ds.hangover_ms),
+        aggressiveness=sp.int_range("aggressiveness", 0, 3, ds.aggressiveness),
+        sounds_dir=sp.get("sounds_dir", str, ds.sounds_dir),
+        rtp_port_start=sp.int_range("rtp_port_start", 1024, 65534, ds.rtp_port_start),
+        rtp_port_end=sp.int_range("rtp_port_end", 1026, 65536, ds.rtp_port_end),
+        bind_host=sp.get("bind_host", str, ds.bind_host),
+        advertise_host=sp.get("advertise_host", str, ds.advertise_host),
+        asterisk_host=sp.get("asterisk_host", str, ds.asterisk_host),
+        jitter_packets=sp.int_range("jitter_packets", 0, 32, ds.jitter_packets),
+    )
+    if speech.rtp_port_end - speech.rtp_port_start < 4:
+        raise sp.err("rtp_port_end", "the RTP port range needs at least 2 even ports")
+    if 10000 <= speech.rtp_port_start < 20000 or 10000 < speech.rtp_port_end <= 20000:
+        raise sp.err("rtp_port_start", "overlaps Asterisk's default rtp.conf range 10000-20000")
+    if speech.jitter_packets & (speech.jitter_packets - 1):
+        raise sp.err("jitter_packets", "must be 0 or a power of 2")
+    sp.finish()
+
     lg = root.table("log")
     logs = LogSettings(
         level=lg.choice("level", ("DEBUG", "INFO", "WARNING", "ERROR"), d.log.level),
@@ -190,6 +265,8 @@ def load_settings(path: Path | None = None) -> Settings:
         state=state,
         directory=directory,
         sms=sms,
+        ami=ami,
+        speech=speech,
         log=logs,
         source=f,
     )
