@@ -9,9 +9,18 @@ the server closes the connection (``--until eof``, the default: what Asterisk wa
 after the third answer (``--until answered``).
 
 Closed loop: N workers, each runs sessions back to back. 1 s warm-up, then a measured window of
-``--duration`` seconds (or ``--max-sessions`` completed sessions, whichever comes first).
+``--duration`` seconds (or ``--max-sessions`` completed sessions, whichever comes first). Besides
+sessions/s and session latency, it reports the server's CPU time per session (from /proc), and
+1e6 / that: the sessions/s one server core can carry, which does not depend on the client.
 
-    .venv/bin/python benchmarks/bench_fastagi.py [--duration 5] [--concurrency 1,50,200]
+Paced (``--think-ms X``, X > 0): the fake res_agi waits X ms before it answers each command, as
+Asterisk does while it plays a prompt or runs an application, so N workers are N calls in progress
+at a moderate load. The client then measures the router's turn latency, what a caller waits on the
+router: environment block written -> first command received, each answer written -> next command
+received, last answer written -> server closes (EOF). Turns are reported as p50/p99/p99.9. The
+calls start at random offsets over one session length so that they do not arrive in lockstep.
+
+    .venv/bin/python benchmarks/bench_fastagi.py [--duration 5] [--concurrency 1,50,200] [--think-ms 0]
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import random
 import sys
 import time
 from collections import Counter
@@ -84,7 +94,7 @@ async def _serve_agi_router(conn: Connection) -> None:
 
 
 async def _serve_panoramisk(conn: Connection) -> None:
-    from panoramisk.fast_agi import Application, Request  # type: ignore[import-untyped]
+    from panoramisk.fast_agi import Application, Request  # type: ignore[import-untyped,unused-ignore]
 
     # Python 3.11: Application.add_route() wraps a plain function with asyncio.coroutine, which no
     # longer exists, so the route must be an ``async def``. Application() calls
@@ -142,7 +152,15 @@ class ServerProcess:
     port: int
 
     def cpu_seconds(self) -> float:
-        """utime + stime of the child, from /proc (0.0 where /proc is not there)."""
+        """CPU time of the child, from /proc: the sum over its threads of the nanosecond run time in
+        ``task/*/schedstat``, else utime + stime of ``stat`` (clock ticks); 0.0 without /proc."""
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total_ns = 0
+            for task in Path(f"/proc/{self.process.pid}/task").iterdir():
+                with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+                    total_ns += int((task / "schedstat").read_text().split()[0])
+            if total_ns:
+                return total_ns / 1e9
         try:
             fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
@@ -192,27 +210,43 @@ _ARGV_CACHE: dict[bytes, tuple[str, ...]] = {}
 
 class FakeResAGI(asyncio.Protocol):
     """One res_agi session, as a bare Protocol (cheaper than streams, so the client is not the
-    bottleneck): answers each command line as soon as it is complete."""
+    bottleneck): answers each command line as soon as it is complete, or ``think_s`` later.
 
-    def __init__(self, env: bytes, done: asyncio.Future[None], close_after_answers: bool) -> None:
+    With ``think_s`` > 0 it also records the router's turns in ``self.turns_ns``: environment block
+    written -> first command line received, each answer written -> next command line received, last
+    answer written -> EOF from the server."""
+
+    def __init__(
+        self, env: bytes, done: asyncio.Future[None], close_after_answers: bool, think_s: float = 0.0
+    ) -> None:
         self.env = env
         self.done = done
         self.close_after_answers = close_after_answers
+        self.think_s = think_s
         self.buf = bytearray()
         self.answered = 0
         self.bad_command = False
         self.transport: asyncio.Transport | None = None
+        self.turns_ns: list[int] = []
+        self.mark_ns = 0  # when the client last wrote (environment or answer): a turn starts
+        self.pending: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         transport.write(self.env)
+        if self.think_s:
+            self.mark_ns = time.perf_counter_ns()
 
     def data_received(self, data: bytes) -> None:
+        now = time.perf_counter_ns() if self.think_s else 0
         self.buf += data
         while (i := self.buf.find(b"\n")) >= 0:
             line = bytes(self.buf[:i])
             del self.buf[: i + 1]
+            if self.think_s and self.mark_ns:
+                self.turns_ns.append(now - self.mark_ns)
+                self.mark_ns = 0  # a second line before our answer is not a new turn
             self._command(line)
 
     def _command(self, line: bytes) -> None:
@@ -227,12 +261,25 @@ class FakeResAGI(asyncio.Protocol):
         reply = (
             REPLY_GET if verb == "GET VARIABLE" else REPLY_SET if verb == "SET VARIABLE" else REPLY_UNKNOWN
         )
+        if self.think_s:
+            self.pending = asyncio.get_running_loop().call_later(self.think_s, self._answer, reply)
+        else:
+            self._answer(reply)
+
+    def _answer(self, reply: bytes) -> None:
+        self.pending = None
+        if self.done.done() or self.transport is None or self.transport.is_closing():
+            return
         self.transport.write(reply)
+        if self.think_s:
+            self.mark_ns = time.perf_counter_ns()
         self.answered += 1
         if self.answered == N_COMMANDS and self.close_after_answers:
             self._finish(None)
 
     def eof_received(self) -> bool:
+        if self.think_s and self.mark_ns and self.answered == N_COMMANDS:
+            self.turns_ns.append(time.perf_counter_ns() - self.mark_ns)
         self._finish(None)
         return False
 
@@ -240,6 +287,9 @@ class FakeResAGI(asyncio.Protocol):
         self._finish(exc)
 
     def _finish(self, exc: Exception | None) -> None:
+        if self.pending is not None:
+            self.pending.cancel()
+            self.pending = None
         if self.done.done():
             return
         if exc is not None:
@@ -254,20 +304,24 @@ class PointState:
     stopping: bool = False
     max_sessions: int = 0
     latencies_ns: list[int] = field(default_factory=list)
+    turns_ns: list[int] = field(default_factory=list)
     failures: Counter[str] = field(default_factory=Counter)
     warmup_ok: int = 0
     warmup_failures: Counter[str] = field(default_factory=Counter)
     full: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-async def one_session(port: int, env: bytes, *, timeout: float, close_after_answers: bool) -> None:
+async def one_session(
+    port: int, env: bytes, *, timeout: float, close_after_answers: bool, think_s: float = 0.0
+) -> list[int]:
+    """Run one session; return its turn latencies (ns; empty unless ``think_s`` > 0)."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
     proto: FakeResAGI | None = None
 
     def factory() -> FakeResAGI:
         nonlocal proto
-        proto = FakeResAGI(env, done, close_after_answers)
+        proto = FakeResAGI(env, done, close_after_answers, think_s)
         return proto
 
     transport: asyncio.BaseTransport | None = None
@@ -287,6 +341,8 @@ async def one_session(port: int, env: bytes, *, timeout: float, close_after_answ
     except OSError as exc:
         raise SessionFailed(f"oserror_{exc.errno}") from None
     finally:
+        if proto is not None and proto.pending is not None:
+            proto.pending.cancel()
         if transport is not None:
             transport.close()
     assert proto is not None
@@ -294,18 +350,25 @@ async def one_session(port: int, env: bytes, *, timeout: float, close_after_answ
         raise SessionFailed(f"closed_after_{proto.answered}")
     if proto.bad_command:
         raise SessionFailed("unexpected_command")
+    return proto.turns_ns
 
 
 async def worker(
-    wid: int, port: int, state: PointState, *, timeout: float, close_after_answers: bool
+    wid: int, port: int, state: PointState, *, timeout: float, close_after_answers: bool, think_s: float
 ) -> None:
     n = 0
+    if think_s:
+        # Paced: spread the calls over one session length, else all N start (and, with a fixed think
+        # time, stay) in lockstep and the server sees bursts of N commands instead of a steady flow.
+        await asyncio.sleep(random.uniform(0.0, N_COMMANDS * think_s))
     while not state.stopping:
         n += 1
         env = ("\n".join(environment(script=SCRIPT, uniqueid=f"1763900000.{wid}{n:07d}")) + "\n\n").encode()
         t0 = time.perf_counter_ns()
         try:
-            await one_session(port, env, timeout=timeout, close_after_answers=close_after_answers)
+            turns = await one_session(
+                port, env, timeout=timeout, close_after_answers=close_after_answers, think_s=think_s
+            )
         except SessionFailed as exc:
             if state.stopping:
                 break
@@ -317,6 +380,7 @@ async def worker(
             break
         if state.recording:
             state.latencies_ns.append(t1 - t0)
+            state.turns_ns += turns
             if len(state.latencies_ns) >= state.max_sessions:
                 state.full.set()
         else:
@@ -348,7 +412,17 @@ class PointResult:
     max_ms: float
     server_cpu_pct: float
     client_cpu_pct: float
+    # Server CPU time over the window / sessions completed in it, and 1e6 / that: the sessions/s one
+    # server core could carry at this per-session cost, whatever the client.
+    server_cpu_us_per_session: float
+    max_sessions_per_core: float
     stragglers_cancelled: int
+    think_ms: float = 0.0
+    turns: int = 0  # router turns recorded (paced mode only): env->1st command, answer->next, last->EOF
+    turn_p50_ms: float = float("nan")
+    turn_p99_ms: float = float("nan")
+    turn_p999_ms: float = float("nan")
+    turn_max_ms: float = float("nan")
 
 
 async def run_point(
@@ -360,11 +434,14 @@ async def run_point(
     max_sessions: int,
     timeout: float,
     close_after_answers: bool,
+    think_s: float = 0.0,
 ) -> PointResult:
     state = PointState(max_sessions=max_sessions)
     tasks = [
         asyncio.create_task(
-            worker(i, server.port, state, timeout=timeout, close_after_answers=close_after_answers)
+            worker(
+                i, server.port, state, timeout=timeout, close_after_answers=close_after_answers, think_s=think_s
+            )
         )
         for i in range(concurrency)
     ]
@@ -386,6 +463,8 @@ async def run_point(
         await asyncio.gather(*tasks, return_exceptions=True)
     lat = sorted(state.latencies_ns)
     n = len(lat)
+    turns = sorted(state.turns_ns)
+    cpu_us = 1e6 * srv_cpu / n if n and srv_cpu > 0 else float("nan")
     return PointResult(
         server=server.kind,
         concurrency=concurrency,
@@ -402,7 +481,15 @@ async def run_point(
         max_ms=round(lat[-1] / 1e6, 4) if n else float("nan"),
         server_cpu_pct=round(100 * srv_cpu / window, 1) if window > 0 else 0.0,
         client_cpu_pct=round(100 * cli_cpu / window, 1) if window > 0 else 0.0,
+        server_cpu_us_per_session=round(cpu_us, 1),
+        max_sessions_per_core=round(1e6 / cpu_us) if cpu_us == cpu_us else float("nan"),
         stragglers_cancelled=len(pending),
+        think_ms=round(think_s * 1e3, 3),
+        turns=len(turns),
+        turn_p50_ms=round(percentile(turns, 50) / 1e6, 4),
+        turn_p99_ms=round(percentile(turns, 99) / 1e6, 4),
+        turn_p999_ms=round(percentile(turns, 99.9) / 1e6, 4),
+        turn_max_ms=round(turns[-1] / 1e6, 4) if turns else float("nan"),
     )
 
 
@@ -455,32 +542,58 @@ def ratios(points: list[PointResult]) -> list[dict[str, Any]]:
                     "sessions_per_s": _ratio(ours.sessions_per_s, pano.sessions_per_s),
                     "p50": _ratio(ours.p50_ms, pano.p50_ms),
                     "p99": _ratio(ours.p99_ms, pano.p99_ms),
+                    "server_cpu_us_per_session": _ratio(
+                        ours.server_cpu_us_per_session, pano.server_cpu_us_per_session
+                    ),
+                    "turn_p99": _ratio(ours.turn_p99_ms, pano.turn_p99_ms),
                 }
             )
     return out
 
 
 def markdown(points: list[PointResult], ratio_rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
+    paced = any(p.think_ms for p in points)
     lines = [
-        f"FastAGI, {info['cpu_model']}, nproc={info['nproc']}, Python {info['python']}, {info['date']}",
+        f"FastAGI, {info['cpu_model']}, nproc={info['nproc']}, Python {info['python']}, {info['date']}, "
+        f"loadavg {info['loadavg_at_start']}" + (f", think {points[0].think_ms:g} ms" if paced else ""),
         "",
-        "| concurrency | server | sessions/s | p50 ms | p99 ms | failed | server CPU % | client CPU % |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
+    if paced:
+        lines += [
+            "| calls | server | sessions/s | turn p50 ms | turn p99 ms | turn p99.9 ms | turns | failed "
+            "| server CPU % | CPU µs/session |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+    else:
+        lines += [
+            "| concurrency | server | sessions/s | p50 ms | p99 ms | failed | server CPU % | client CPU % "
+            "| CPU µs/session | sessions/s per core |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
     for p in points:
         failed = f"{p.failed} {p.failures}" if p.failed else "0"
-        lines.append(
-            f"| {p.concurrency} | {p.server} | {p.sessions_per_s:.0f} | {_fmt(p.p50_ms)} | {_fmt(p.p99_ms)} "
-            f"| {failed} | {p.server_cpu_pct:.0f} | {p.client_cpu_pct:.0f} |"
-        )
+        if paced:
+            lines.append(
+                f"| {p.concurrency} | {p.server} | {p.sessions_per_s:.0f} | {_fmt(p.turn_p50_ms)} "
+                f"| {_fmt(p.turn_p99_ms)} | {_fmt(p.turn_p999_ms)} | {p.turns} | {failed} "
+                f"| {p.server_cpu_pct:.0f} | {_fmt(p.server_cpu_us_per_session, 0)} |"
+            )
+        else:
+            lines.append(
+                f"| {p.concurrency} | {p.server} | {p.sessions_per_s:.0f} | {_fmt(p.p50_ms)} | {_fmt(p.p99_ms)} "
+                f"| {failed} | {p.server_cpu_pct:.0f} | {p.client_cpu_pct:.0f} "
+                f"| {_fmt(p.server_cpu_us_per_session, 0)} | {_fmt(p.max_sessions_per_core, 0)} |"
+            )
     lines += [
         "",
-        "| concurrency | sessions/s ours/panoramisk | p50 ours/panoramisk | p99 ours/panoramisk |",
-        "|---:|---:|---:|---:|",
+        "| concurrency | sessions/s ours/panoramisk | p50 ours/panoramisk | p99 ours/panoramisk "
+        "| CPU/session ours/panoramisk | turn p99 ours/panoramisk |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
     for r in ratio_rows:
         lines.append(
-            f"| {r['concurrency']} | {_fmt(r['sessions_per_s'])} | {_fmt(r['p50'])} | {_fmt(r['p99'])} |"
+            f"| {r['concurrency']} | {_fmt(r['sessions_per_s'])} | {_fmt(r['p50'])} | {_fmt(r['p99'])} "
+            f"| {_fmt(r['server_cpu_us_per_session'])} | {_fmt(r['turn_p99'])} |"
         )
     return "\n".join(lines)
 
@@ -503,9 +616,25 @@ def parse_cli(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="eof",
         help="a session ends when the server closes (eof, as Asterisk) or after the 3rd answer",
     )
+    ap.add_argument(
+        "--think-ms",
+        type=float,
+        default=0.0,
+        help="paced mode: wait this long before answering each command and report the router's turn "
+        "latency (default 0: closed loop, answers at once)",
+    )
     ap.add_argument("--servers", default=",".join(SERVERS), help=f"subset of {','.join(SERVERS)}")
-    ap.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "fastagi.json")
+    ap.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="JSON report (default benchmarks/results/fastagi.json, or fastagi-paced.json with --think-ms)",
+    )
+    ap.add_argument("--note", default=None, help="free text stored in the report's machine info")
     args = ap.parse_args(argv)
+    if args.output is None:
+        name = "fastagi-paced.json" if args.think_ms > 0 else "fastagi.json"
+        args.output = Path(__file__).parent / "results" / name
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     if not args.concurrency or min(args.concurrency) < 1:
@@ -514,6 +643,8 @@ def parse_cli(argv: Sequence[str] | None = None) -> argparse.Namespace:
         ap.error(f"--servers: choose among {SERVERS}")
     if args.duration <= 0 or args.warmup < 0 or args.timeout <= 0 or args.max_sessions < 1:
         ap.error("--duration, --timeout and --max-sessions must be positive, --warmup non-negative")
+    if args.think_ms < 0 or args.think_ms * N_COMMANDS / 1e3 >= args.timeout:
+        ap.error("--think-ms must be non-negative and its 3 waits shorter than --timeout")
     return args
 
 
@@ -539,10 +670,17 @@ async def bench(args: argparse.Namespace, servers: dict[str, ServerProcess]) -> 
                 max_sessions=args.max_sessions,
                 timeout=args.timeout,
                 close_after_answers=args.until == "answered",
+                think_s=args.think_ms / 1e3,
+            )
+            turns = (
+                f"  turn p50 {_fmt(p.turn_p50_ms)} p99 {_fmt(p.turn_p99_ms)} p99.9 {_fmt(p.turn_p999_ms)} ms"
+                if p.think_ms
+                else ""
             )
             print(
-                f"  c={c:<4} {kind:<11} {p.sessions_per_s:>9.0f}/s  p50 {_fmt(p.p50_ms)} ms  "
-                f"p99 {_fmt(p.p99_ms)} ms  failed {p.failed}",
+                f"  c={c:<4} {kind:<17} {p.sessions_per_s:>9.0f}/s  p50 {_fmt(p.p50_ms)} ms  "
+                f"p99 {_fmt(p.p99_ms)} ms{turns}  cpu {_fmt(p.server_cpu_us_per_session, 0)} us/session  "
+                f"failed {p.failed}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -573,9 +711,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for server in servers.values():
             server.stop()
+    if hasattr(os, "getloadavg"):
+        info["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    if args.note:
+        info["note"] = args.note
     ratio_rows = ratios(points)
     report = {
-        "benchmark": "fastagi",
+        "benchmark": "fastagi-paced" if args.think_ms > 0 else "fastagi",
         "machine": info,
         "config": {
             "duration_s": args.duration,
@@ -583,6 +725,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "max_sessions": args.max_sessions,
             "session_timeout_s": args.timeout,
             "session_end": args.until,
+            "think_ms": args.think_ms,
             "concurrency": args.concurrency,
             "listen_backlog": BACKLOG,
             "route": [" ".join(e) for e in EXPECTED],
