@@ -130,7 +130,8 @@ async def test_2024_sequence_through_fastagi(make_harness: Callable[..., object]
     c1 = await h.call(FakeChannel(args=["attestation_droits"]))
     assert c1.variables["ROUTER_ACTION"] == "deflect"
     assert c1.variables["ROUTER_PROMPTS"].split("&")[1] == "router/online/attestation_droits"
-    assert c1.variables["ROUTER_SMS"] == "1"
+    assert c1.variables["ROUTER_SMS"] == "0"  # no SMS gateway in this harness: none announced
+    assert "router/sms-sent" not in c1.variables["ROUTER_PROMPTS"]
     assert_done_last(c1)
     h.clock.now += timedelta(minutes=4)
     c2 = await h.call(FakeChannel(args=["attestation_droits"], uniqueid="2.2"))
@@ -441,7 +442,8 @@ async def test_sms_after_deflection_only_to_mobiles(
         await run_call("127.0.0.1", port, FakeChannel(callerid="0145678901", args=["attestation_droits"]))
         await flow.drain()
         assert [r.decision.action.value for r in results if r.decision] == ["deflect", "deflect"]
-        assert [r.sms for r in results] == ["sent", "not_mobile"]
+        assert [r.sms for r in results] == ["sent", None]  # a landline gets no SMS, and none is announced
+        assert [r.decision.sms_template is not None for r in results if r.decision] == [True, False]
         assert sent == [
             {
                 "to": "+33612345678",
@@ -454,8 +456,30 @@ async def test_sms_after_deflection_only_to_mobiles(
         await sms.close()
 
 
-async def test_sms_gateway_down_does_not_touch_the_call(make_harness: Callable[..., object]) -> None:
-    h: Harness = await make_harness()  # type: ignore[misc]
-    ch = await h.call(FakeChannel(args=["attestation_droits"]))  # default NoSms: no gateway configured
-    assert ch.variables["ROUTER_ACTION"] == "deflect" and ch.variables["ROUTER_SMS"] == "1"
-    assert h.results[-1].sms == "failed"
+async def test_sms_gateway_down_does_not_touch_the_call(mini_policy: Policy, pseudonymizer: Pseudonymizer) -> None:
+    import httpx
+
+    from agi_router.sms import HTTPSmsGateway
+
+    results: list[CallResult] = []
+    sms = HTTPSmsGateway("http://sms.test/send", transport=httpx.MockTransport(lambda r: httpx.Response(503)))
+    flow = CallFlow(
+        policy=PolicyHolder(mini_policy),
+        directory=StubDirectory({"+33612345678": ACTIVE}),
+        memory=InMemoryCallerMemory(),
+        pseudonymizer=pseudonymizer,
+        capture=HintCapture(),
+        clock=Clock(),
+        on_result=results.append,
+        sms=sms,
+    )
+    server = AGIServer({"3646": flow}, AGIServerConfig(port=0))
+    await server.start()
+    try:
+        ch = await run_call("127.0.0.1", server.sockets[0][1], FakeChannel(args=["attestation_droits"]))
+        await flow.drain()
+        assert ch.variables["ROUTER_ACTION"] == "deflect" and ch.variables["ROUTER_DONE"] == "1"
+        assert results[-1].sms == "failed"
+    finally:
+        await server.close()
+        await sms.close()

@@ -33,6 +33,7 @@ def facts(
     **kw: object,
 ) -> CallFacts:
     m = kw.pop("motive_facts", None) or MotiveFacts(motive, 1.0, "dtmf")
+    kw.setdefault("sms_capable", True)
     return CallFacts(
         call_id="1.1",
         caller="c-abc",
@@ -244,3 +245,9 @@ def test_channel_variables(mini_policy: Policy) -> None:
 def test_decide_is_deterministic(mini_policy: Policy) -> None:
     f = facts()
     assert decide(mini_policy, f) == decide(mini_policy, f)
+
+
+def test_no_sms_announced_when_it_cannot_be_sent(mini_policy: Policy) -> None:
+    d = decide(mini_policy, facts(sms_capable=False))
+    assert d.action is Action.DEFLECT and d.sms_template is None
+    assert "router/sms-sent" not in d.prompts

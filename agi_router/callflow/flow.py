@@ -74,7 +74,7 @@ class CallResult:
     decision_latency_s: float | None = None
     speech_to_route_s: float | None = None  # end of speech (endpointer) -> ROUTER_DONE written
     errors: list[str] = field(default_factory=list)
-    sms: str | None = None  # "sent", "failed", "not_mobile", "withheld" when the decision asked for one
+    sms: str | None = None  # "sent" or "failed" when the decision included an SMS
 
 
 class CallFlow:
@@ -202,6 +202,7 @@ class CallFlow:
                     motive=motive,
                     now=now,
                     history=history,
+                    sms_capable=e164 is not None and is_mobile(e164) and not isinstance(self.sms, NoSms),
                 )
                 decision = decide(policy, facts)
         except TimeoutError:
@@ -212,13 +213,8 @@ class CallFlow:
         # (connection lost midway) still leaves the dialplan on its human default.
         await session.set_variables(decision.channel_variables())
         await session.set_variable("ROUTER_DONE", "1")
-        if decision.sms_template:
-            if e164 is None:
-                result.sms = "withheld"
-            elif not is_mobile(e164):
-                result.sms = "not_mobile"
-            else:
-                self._spawn(self._send_sms(e164, decision.sms_template, session.env.uniqueid, result))
+        if decision.sms_template and e164 is not None:
+            self._spawn(self._send_sms(e164, decision.sms_template, session.env.uniqueid, result))
         if motive.motive_id and not withheld:
             self._spawn(
                 self._record(caller, motive.motive_id, PastCall(now, motive.motive_id, decision.action), policy)

@@ -148,7 +148,8 @@ def decide(policy: Policy, facts: CallFacts) -> Decision:
         elif motive.confidence < policy.deflect_min_confidence:
             reasons.append("deflect.skipped_confidence")
         else:
-            sms = entry.sms if policy.deflect_sms else None
+            # never announce an SMS that cannot be sent (landline, withheld number, no gateway)
+            sms = entry.sms if policy.deflect_sms and facts.sms_capable else None
             prompts = (
                 *policy.deflect_prompts_before,
                 f"router/online/{mid}",

@@ -99,6 +99,7 @@ class CallFacts:
     now: datetime  # timezone-aware
     history: tuple[PastCall, ...] = ()  # this caller, this motive, oldest first
     queues: Mapping[str, QueueSnapshot] = field(default_factory=dict)
+    sms_capable: bool = False  # an SMS can reach this caller (mobile number and a gateway configured)
 
 
 @dataclass(frozen=True, slots=True)
