@@ -12,7 +12,6 @@ or stale), then times each ``decide`` call with ``time.perf_counter_ns``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
@@ -24,6 +23,8 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from machine import cpu_model as _cpu_model  # benchmarks/machine.py
 
 from agi_router.motives.catalogue import Catalogue
 from agi_router.policy.config import Policy, load_policy
@@ -60,15 +61,11 @@ def build_facts(policy: Policy, n: int, rng: random.Random) -> list[CallFacts]:
         elif r < 0.20:
             account = AccountFacts.unknown()  # directory down or timed out
         elif r < 0.35:
-            account = AccountFacts(
-                known=True, exists=True, last_login=today - dt.timedelta(days=rng.randint(200, 900))
-            )
+            account = AccountFacts(known=True, exists=True, last_login=today - dt.timedelta(days=rng.randint(200, 900)))
         elif r < 0.38:
             account = AccountFacts(known=True, exists=True, last_login=None)
         else:
-            account = AccountFacts(
-                known=True, exists=True, last_login=today - dt.timedelta(days=rng.randint(0, 170))
-            )
+            account = AccountFacts(known=True, exists=True, last_login=today - dt.timedelta(days=rng.randint(0, 170)))
         r = rng.random()
         if r < 0.45 and deflectable:
             motive = MotiveFacts(rng.choice(deflectable), 1.0, "dtmf")
@@ -132,12 +129,7 @@ def timer_overhead_ns(samples: int = 100_000) -> float:
 
 
 def machine_info() -> dict[str, Any]:
-    cpu_model = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
+    cpu_model = _cpu_model()
     return {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "nproc": os.cpu_count(),
@@ -152,9 +144,7 @@ def machine_info() -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", type=int, default=200_000, help="timed decide() calls (default 200000)")
-    ap.add_argument(
-        "--distinct", type=int, default=20_000, help="distinct CallFacts cycled over (default 20000)"
-    )
+    ap.add_argument("--distinct", type=int, default=20_000, help="distinct CallFacts cycled over (default 20000)")
     ap.add_argument("--seed", type=int, default=3646)
     ap.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "decision.json")
     args = ap.parse_args(argv)
@@ -225,9 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"| {result['calls_per_s']:,} |"
     )
     print()
-    print(
-        f"per-call timer overhead (two perf_counter_ns reads): ~{overhead:.0f} ns, included in the latencies"
-    )
+    print(f"per-call timer overhead (two perf_counter_ns reads): ~{overhead:.0f} ns, included in the latencies")
     print("mix: " + ", ".join(f"{k} {100 * v / args.calls:.1f}%" for k, v in actions.most_common()))
     return 0
 

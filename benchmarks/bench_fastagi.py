@@ -43,6 +43,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from machine import cpu_model as _cpu_model  # benchmarks/machine.py
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -84,9 +86,7 @@ async def _serve_agi_router(conn: Connection) -> None:
         await session.set_variable("ROUTER_DONE", "1")
         # Returning ends the call: the server closes the socket (as it does in production).
 
-    server = AGIServer(
-        {SCRIPT: route}, AGIServerConfig(host=HOST, port=0, max_sessions=10_000, backlog=BACKLOG)
-    )
+    server = AGIServer({SCRIPT: route}, AGIServerConfig(host=HOST, port=0, max_sessions=10_000, backlog=BACKLOG))
     await server.start()
     conn.send(server.sockets[0][1])
     await _until_parent_gone(conn)
@@ -216,9 +216,7 @@ class FakeResAGI(asyncio.Protocol):
     written -> first command line received, each answer written -> next command line received, last
     answer written -> EOF from the server."""
 
-    def __init__(
-        self, env: bytes, done: asyncio.Future[None], close_after_answers: bool, think_s: float = 0.0
-    ) -> None:
+    def __init__(self, env: bytes, done: asyncio.Future[None], close_after_answers: bool, think_s: float = 0.0) -> None:
         self.env = env
         self.done = done
         self.close_after_answers = close_after_answers
@@ -258,9 +256,7 @@ class FakeResAGI(asyncio.Protocol):
         if step >= N_COMMANDS or argv != EXPECTED[step]:
             self.bad_command = True
         verb = " ".join(argv[:2]).upper()
-        reply = (
-            REPLY_GET if verb == "GET VARIABLE" else REPLY_SET if verb == "SET VARIABLE" else REPLY_UNKNOWN
-        )
+        reply = REPLY_GET if verb == "GET VARIABLE" else REPLY_SET if verb == "SET VARIABLE" else REPLY_UNKNOWN
         if self.think_s:
             self.pending = asyncio.get_running_loop().call_later(self.think_s, self._answer, reply)
         else:
@@ -331,9 +327,7 @@ async def one_session(
             await done
     except TimeoutError:
         answered = proto.answered if proto else 0
-        raise SessionFailed(
-            "no_close_after_3" if answered >= N_COMMANDS else f"timeout_after_{answered}"
-        ) from None
+        raise SessionFailed("no_close_after_3" if answered >= N_COMMANDS else f"timeout_after_{answered}") from None
     except ConnectionRefusedError:
         raise SessionFailed("refused") from None
     except ConnectionResetError:
@@ -439,9 +433,7 @@ async def run_point(
     state = PointState(max_sessions=max_sessions)
     tasks = [
         asyncio.create_task(
-            worker(
-                i, server.port, state, timeout=timeout, close_after_answers=close_after_answers, think_s=think_s
-            )
+            worker(i, server.port, state, timeout=timeout, close_after_answers=close_after_answers, think_s=think_s)
         )
         for i in range(concurrency)
     ]
@@ -497,12 +489,7 @@ async def run_point(
 
 
 def machine_info() -> dict[str, Any]:
-    cpu_model = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
+    cpu_model = _cpu_model()
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -542,9 +529,7 @@ def ratios(points: list[PointResult]) -> list[dict[str, Any]]:
                     "sessions_per_s": _ratio(ours.sessions_per_s, pano.sessions_per_s),
                     "p50": _ratio(ours.p50_ms, pano.p50_ms),
                     "p99": _ratio(ours.p99_ms, pano.p99_ms),
-                    "server_cpu_us_per_session": _ratio(
-                        ours.server_cpu_us_per_session, pano.server_cpu_us_per_session
-                    ),
+                    "server_cpu_us_per_session": _ratio(ours.server_cpu_us_per_session, pano.server_cpu_us_per_session),
                     "turn_p99": _ratio(ours.turn_p99_ms, pano.turn_p99_ms),
                 }
             )
@@ -605,9 +590,7 @@ def parse_cli(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=5.0, help="measured seconds per point (default 5)")
     ap.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per point (default 1)")
-    ap.add_argument(
-        "--concurrency", default="1,50,200", help="comma-separated session counts (default 1,50,200)"
-    )
+    ap.add_argument("--concurrency", default="1,50,200", help="comma-separated session counts (default 1,50,200)")
     ap.add_argument("--max-sessions", type=int, default=500_000, help="stop a point after this many sessions")
     ap.add_argument("--timeout", type=float, default=5.0, help="per-session timeout, seconds (default 5)")
     ap.add_argument(

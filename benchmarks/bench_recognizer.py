@@ -24,7 +24,6 @@ Writes ``benchmarks/results/recognizer.json`` and prints markdown tables with th
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
@@ -43,6 +42,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from machine import cpu_model as _cpu_model  # benchmarks/machine.py
 
 from agi_router.speech.model import ensure_whisper_base
 from agi_router.speech.recognizer import WhisperRecognizer, normalize_text
@@ -246,12 +246,7 @@ def evaluate(rec: WhisperRecognizer, utterances: list[Utterance]) -> dict[str, A
 
 
 def machine_info() -> dict[str, Any]:
-    cpu_model = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
+    cpu_model = _cpu_model()
     return {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "nproc": os.cpu_count(),
