@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Self
 
 from .exceptions import ConfigError
 
-__all__ = ["TableReader"]
+__all__ = ["TableReader", "read_toml"]
+
+
+def read_toml(path: Path, error_class: type[ConfigError] = ConfigError) -> dict[str, Any]:
+    """Parse a TOML file; unreadable or invalid -> ``error_class`` naming the file."""
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise error_class(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error_class(f"not valid TOML: {exc}", file=str(path)) from None
 
 
 class TableReader:

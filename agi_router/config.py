@@ -9,12 +9,10 @@ See ``agi-router.example.toml`` for every key with its default.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._toml import TableReader
-from .exceptions import ConfigError
+from ._toml import TableReader, read_toml
 
 __all__ = [
     "AGISettings",
@@ -140,12 +138,7 @@ def load_settings(path: Path | None = None) -> Settings:
         data_dir = Path(os.environ.get("AGI_ROUTER_DATA_DIR", "var"))
         return Settings(data_dir=data_dir)
     f = str(path)
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=f) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", file=f) from None
+    data = read_toml(path)
     root = TableReader(data, "", f)
     d = Settings()
     data_dir = Path(root.get("data_dir", str, str(d.data_dir)))

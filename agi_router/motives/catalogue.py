@@ -6,13 +6,13 @@ Validated strictly on load; every error names the file and the key (``motives[12
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .._toml import read_toml
 from ..exceptions import ConfigError
 
 __all__ = ["Catalogue", "Motive", "Skill", "default_catalogue_path"]
@@ -82,14 +82,7 @@ class Catalogue:
     @classmethod
     def load(cls, path: Path | None = None) -> Catalogue:
         path = path or default_catalogue_path()
-        f = str(path)
-        try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read: {exc.strerror or exc}", file=f) from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"not valid TOML: {exc}", file=f) from None
-        return cls.from_dict(data, file=f)
+        return cls.from_dict(read_toml(path), file=str(path))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, file: str = "<catalogue>") -> Catalogue:
