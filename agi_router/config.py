@@ -87,6 +87,9 @@ class SpeechSettings:
     no_input_ms: int = 5000
     hangover_ms: int = 550
     aggressiveness: int = 2
+    frame_ms: int = 20
+    pre_roll_ms: int = 300
+    max_utterance_ms: int = 10000
     sounds_dir: str = "sounds/fr"  # where router/ask-motive.wav is (streamed for barge-in)
     # media: the RTP ports of the capture legs, outside Asterisk's rtp.conf range
     rtp_port_start: int = 30000
@@ -225,6 +228,9 @@ def load_settings(path: Path | None = None) -> Settings:
         no_input_ms=sp.int_range("no_input_ms", 500, 30000, ds.no_input_ms),
         hangover_ms=sp.int_range("hangover_ms", 200, 3000, ds.hangover_ms),
         aggressiveness=sp.int_range("aggressiveness", 0, 3, ds.aggressiveness),
+        frame_ms=sp.int_range("frame_ms", 10, 30, ds.frame_ms),
+        pre_roll_ms=sp.int_range("pre_roll_ms", 0, 2000, ds.pre_roll_ms),
+        max_utterance_ms=sp.int_range("max_utterance_ms", 1000, 30000, ds.max_utterance_ms),
         sounds_dir=sp.get("sounds_dir", str, ds.sounds_dir),
         rtp_port_start=sp.int_range("rtp_port_start", 1024, 65534, ds.rtp_port_start),
         rtp_port_end=sp.int_range("rtp_port_end", 1026, 65536, ds.rtp_port_end),
@@ -237,6 +243,8 @@ def load_settings(path: Path | None = None) -> Settings:
         raise sp.err("rtp_port_end", "the RTP port range needs at least 2 even ports")
     if 10000 <= speech.rtp_port_start < 20000 or 10000 < speech.rtp_port_end <= 20000:
         raise sp.err("rtp_port_start", "overlaps Asterisk's default rtp.conf range 10000-20000")
+    if speech.frame_ms not in (10, 20, 30):
+        raise sp.err("frame_ms", "webrtcvad takes 10, 20 or 30 ms frames")
     if speech.jitter_packets & (speech.jitter_packets - 1):
         raise sp.err("jitter_packets", "must be 0 or a power of 2")
     sp.finish()
