@@ -142,7 +142,11 @@ class SpeechCapture:
             # no PCM to stream: play it the classic way first (no barge-in then)
             await session.stream_file(cfg.reprompt_file if reprompt else cfg.prompt_file)
         stream = await open_rtp_stream(
-            self.ports, cfg.bind_host, expected_host=cfg.asterisk_host, jitter_packets=cfg.jitter_packets
+            self.ports,
+            cfg.bind_host,
+            expected_host=cfg.asterisk_host,
+            jitter_packets=cfg.jitter_packets,
+            frame_ms=cfg.endpointer.frame_ms,  # the endpointer takes frames of exactly this length
         )
         watch = self.legs.watch(stream.local_port, session.env.channel)
         dial = f"UnicastRTP/{cfg.advertise_host}:{stream.local_port}/c(ulaw),,gL({cfg.leg_max_ms})"
