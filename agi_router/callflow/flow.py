@@ -29,7 +29,7 @@ from ..exceptions import AGIDeadChannel, AGIError, AGIHangup, DirectoryError, St
 from ..numbers import is_withheld, normalize_e164
 from ..policy.config import Policy
 from ..policy.engine import decide
-from ..policy.model import AccountFacts, CallFacts, Decision, MotiveFacts, PastCall
+from ..policy.model import AccountFacts, CallFacts, Decision, MotiveFacts, PastCall, QueueSnapshot
 from ..privacy import WITHHELD, Pseudonymizer
 from ..sms import NoSms, SmsError, SmsSender, is_mobile
 from ..state.base import CallerMemory
@@ -91,6 +91,7 @@ class CallFlow:
         clock: Callable[[], datetime] | None = None,
         on_result: Callable[[CallResult], None] | None = None,
         sms: SmsSender | None = None,
+        queue_state: Callable[[str], QueueSnapshot] | None = None,
     ) -> None:
         self.policy = policy
         self.directory = directory
@@ -102,6 +103,7 @@ class CallFlow:
         self.clock = clock or (lambda: datetime.now(UTC))
         self.on_result = on_result
         self.sms = sms if sms is not None else NoSms()
+        self.queue_state = queue_state
         self._background: set[asyncio.Task[None]] = set()
 
     async def __call__(self, session: AGISession) -> None:
@@ -203,6 +205,7 @@ class CallFlow:
                     now=now,
                     history=history,
                     sms_capable=e164 is not None and is_mobile(e164) and not isinstance(self.sms, NoSms),
+                    queues=self._queues(policy, motive),
                 )
                 decision = decide(policy, facts)
         except TimeoutError:
@@ -228,6 +231,12 @@ class CallFlow:
         except SmsError as exc:
             result.sms = "failed"
             log.warning("SMS for call %s (%s) not sent: %s", reference, result.caller, exc)
+
+    def _queues(self, policy: Policy, motive: MotiveFacts) -> dict[str, QueueSnapshot]:
+        if self.queue_state is None:
+            return {}
+        name = policy.queue_for(motive.motive_id)
+        return {name: self.queue_state(name)}
 
     async def _record(self, caller: str, motive: str, call: PastCall, policy: Policy) -> None:
         try:

@@ -1,0 +1,157 @@
+"""The live queue model: resync from a real Asterisk 22 QueueStatus, events, snapshots, fail-open,
+and saturation reaching the policy as a dissuasion through FastAGI."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pytest
+
+from agi_router.agi.server import AGIServer, AGIServerConfig
+from agi_router.ami.client import AMIClient, AMIConfig
+from agi_router.ami.protocol import Message, MessageParser
+from agi_router.callflow.capture import HintCapture
+from agi_router.callflow.flow import CallFlow, PolicyHolder
+from agi_router.policy.config import Policy
+from agi_router.policy.model import AccountFacts
+from agi_router.privacy import Pseudonymizer
+from agi_router.queues.model import QueueModel
+from agi_router.state.memory import InMemoryCallerMemory
+from tests.conftest import eventually
+from tests.fakeami import FakeAMI
+from tests.fakeasterisk import FakeChannel, run_call
+from tests.test_ami_recorded import recorded
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def msg(**kw: str) -> Message:
+    return Message(list(kw.items()))
+
+
+def real_queue_status() -> list[Message]:
+    _banner, answers = recorded()
+    p = MessageParser()
+    p.feed(b"Asterisk Call Manager/11.0.0\r\n")
+    return [m for m in p.feed(answers["QueueStatus"].replace(b"\n", b"\r\n")) if m.event and "Complete" not in m.event]
+
+
+def test_resync_from_a_real_queuestatus() -> None:
+    model = QueueModel(clock=Clock())
+    model.load_status(real_queue_status())
+    snap = model.snapshot("droits")
+    assert snap.fresh and (snap.waiting, snap.logged_in_agents, snap.available_agents) == (0, 0, 0)
+    assert set(model.queues["droits"].members) == {"PJSIP/agent2", "PJSIP/agent3"}
+
+
+def test_events_keep_the_model_current() -> None:
+    clock = Clock()
+    model = QueueModel(clock=clock, default_talk_s=300)
+    model.load_status(real_queue_status())
+    model.on_member(
+        msg(
+            Event="QueueMemberStatus", Queue="droits", StateInterface="PJSIP/agent2", Status="1", Paused="0", InCall="0"
+        )
+    )
+    snap = model.snapshot("droits")
+    assert (snap.logged_in_agents, snap.available_agents, snap.estimated_wait_s) == (1, 1, 0.0)
+    for i in range(3):
+        model.on_join(msg(Event="QueueCallerJoin", Queue="droits", Uniqueid=f"u{i}", Position=str(i + 1)))
+        clock.t += 10
+    snap = model.snapshot("droits")
+    assert snap.waiting == 3 and snap.longest_wait_s == 30.0
+    assert snap.estimated_wait_s == pytest.approx(3 * 300 / 1)
+    model.on_agent_connect(
+        msg(Event="AgentConnect", Queue="droits", Uniqueid="u0", Interface="PJSIP/agent2", HoldTime="30")
+    )
+    model.on_abandon(msg(Event="QueueCallerAbandon", Queue="droits", Uniqueid="u1"))
+    snap = model.snapshot("droits")
+    assert (snap.waiting, snap.available_agents) == (1, 0)
+    model.on_agent_complete(
+        msg(Event="AgentComplete", Queue="droits", Interface="PJSIP/agent2", TalkTime="120", HoldTime="30")
+    )
+    assert model.queues["droits"].talk_time_s == 120 and model.queues["droits"].abandoned == 1
+    model.on_leave(msg(Event="QueueCallerLeave", Queue="droits", Uniqueid="u2"))
+    assert model.snapshot("droits").waiting == 0
+
+
+def test_unknown_queue_and_stale_data_are_not_fresh() -> None:
+    model = QueueModel()
+    assert model.snapshot("nope").fresh is False
+    model.load_status(real_queue_status())
+    model.synced = False  # what an AMI disconnection does
+    assert model.snapshot("droits").fresh is False
+
+
+async def test_resync_on_connect_and_stale_on_disconnect() -> None:
+    fake = FakeAMI(
+        queue_status=[
+            {"Event": "QueueParams", "Queue": "droits", "TalkTime": "200"},
+            {
+                "Event": "QueueMember",
+                "Queue": "droits",
+                "Location": "PJSIP/agent2",
+                "StateInterface": "PJSIP/agent2",
+                "Status": "1",
+                "Paused": "0",
+                "InCall": "0",
+            },
+        ]
+    )
+    await fake.start()
+    ami = AMIClient(AMIConfig(port=fake.port, secret=fake.secret, backoff_initial=0.05, backoff_max=0.1))
+    model = QueueModel()
+    model.attach(ami)
+    try:
+        await ami.start()
+        assert await eventually(lambda: model.synced)
+        assert model.snapshot("droits").available_agents == 1
+        await fake.broadcast([("Event", "QueueCallerJoin"), ("Queue", "droits"), ("Uniqueid", "x1")])
+        assert await eventually(lambda: model.snapshot("droits").waiting == 1)
+        await fake.stop()
+        assert await eventually(lambda: not model.synced)
+        assert model.snapshot("droits").fresh is False  # fail open while AMI is down
+    finally:
+        await ami.close()
+        await fake.stop()
+
+
+async def test_saturated_queue_dissuades_through_fastagi(mini_policy: Policy, pseudonymizer: Pseudonymizer) -> None:
+    model = QueueModel()
+    model.load_status([msg(Event="QueueParams", Queue="droits", TalkTime="300")])
+    for i in range(45):
+        model.on_join(msg(Event="QueueCallerJoin", Queue="droits", Uniqueid=f"w{i}"))
+
+    class Directory:
+        async def lookup(self, e164: str | None, pseudonym: str) -> AccountFacts:
+            return AccountFacts(True, True, date(2026, 11, 1))
+
+        async def close(self) -> None:
+            pass
+
+    flow = CallFlow(
+        policy=PolicyHolder(mini_policy),
+        directory=Directory(),
+        memory=InMemoryCallerMemory(),
+        pseudonymizer=pseudonymizer,
+        capture=HintCapture(),
+        queue_state=model.snapshot,
+        clock=lambda: datetime(2026, 11, 24, 10, 0, tzinfo=UTC),
+    )
+    server = AGIServer({"3646": flow}, AGIServerConfig(port=0))
+    await server.start()
+    try:
+        port = server.sockets[0][1]
+        ch = await run_call("127.0.0.1", port, FakeChannel(args=["carte_vitale_perdue"]))
+        assert (ch.variables["ROUTER_ACTION"], ch.variables["ROUTER_CALLBACK_OFFER"]) == ("dissuade", "1")
+        model.synced = False  # AMI lost: the same queue no longer dissuades
+        ch = await run_call("127.0.0.1", port, FakeChannel(args=["carte_vitale_perdue"], uniqueid="2"))
+        assert ch.variables["ROUTER_ACTION"] == "queue"
+    finally:
+        await server.close()
