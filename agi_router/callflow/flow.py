@@ -145,6 +145,8 @@ class CallFlow:
             result.fallback_reason = "internal_error"
         finally:
             account_task.cancel()
+            if account_task.done() and not account_task.cancelled():
+                account_task.exception()  # retrieved: a directory bug is in the logs via the decision path
         if result.fallback_reason and not result.hung_up and not session.hung_up:
             await self.fallback.apply(session, result.fallback_reason)
         if result.hung_up or session.hung_up:
