@@ -6,22 +6,33 @@ import asyncio
 import logging
 import os
 import signal
+import wave
 from contextlib import suppress
 from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
 
 from .agi.server import AGIServer, AGIServerConfig
-from .callflow.capture import ChainedCapture, DTMFMenuCapture, DTMFMenuConfig, HintCapture
+from .ami.client import AMIClient, AMIConfig
+from .callflow.capture import ChainedCapture, DTMFMenuCapture, DTMFMenuConfig, HintCapture, MotiveCapture
 from .callflow.flow import CallFlow, CallFlowConfig, PolicyHolder
+from .callflow.legs import LegRegistry
+from .callflow.speech import SpeechCapture, SpeechConfig
 from .config import Settings
 from .directory.base import AccountDirectory
 from .directory.http import HTTPDirectory
 from .directory.sqlite import SQLiteDirectory
 from .exceptions import ConfigError, DirectoryError
+from .media.rtp import PortPool
 from .motives.catalogue import Catalogue
 from .policy.config import load_policy
 from .policy.model import AccountFacts
 from .privacy import Pseudonymizer, load_or_create_key
+from .queues.model import QueueModel
 from .sms import HTTPSmsGateway, NoSms, SmsSender
+from .speech.endpointer import EndpointerConfig
 from .state.base import CallerMemory
 from .state.memory import InMemoryCallerMemory
 from .state.redis import RedisCallerMemory
@@ -59,6 +70,8 @@ class Router:
     flow: CallFlow
     directory: AccountDirectory
     memory: CallerMemory
+    ami: AMIClient | None = None
+    speech: SpeechCapture | None = None
 
     def reload_policy(self) -> bool:
         """Load the policy file again; a file that fails validation never replaces the running one."""
@@ -75,6 +88,12 @@ class Router:
     async def close(self) -> None:
         await self.server.close()
         await self.flow.drain()
+        if self.ami is not None:
+            await self.ami.close()
+        if self.speech is not None:
+            close = getattr(self.speech.recognizer, "close", None)  # the recogniser's worker threads
+            if close is not None:
+                close()
         await self.directory.close()
         await self.memory.close()
         await self.flow.sms.close()
@@ -108,12 +127,17 @@ def build_router(settings: Settings) -> Router:
         else NoSms()
     )
     fs = settings.flow
-    capture = ChainedCapture(
-        [
-            HintCapture(),
-            DTMFMenuCapture(catalogue, DTMFMenuConfig(attempts=fs.menu_attempts, timeout_ms=fs.menu_timeout_ms)),
-        ]
-    )
+    ami = build_ami(settings)
+    queue_model: QueueModel | None = None
+    if ami is not None:
+        queue_model = QueueModel()
+        queue_model.attach(ami)
+    speech = build_speech(settings, catalogue, ami)
+    sources: list[MotiveCapture] = [HintCapture()]
+    if speech is not None:
+        sources.append(speech)
+    sources.append(DTMFMenuCapture(catalogue, DTMFMenuConfig(attempts=fs.menu_attempts, timeout_ms=fs.menu_timeout_ms)))
+    capture = ChainedCapture(sources)
     flow = CallFlow(
         policy=policy,
         directory=directory,
@@ -127,6 +151,7 @@ def build_router(settings: Settings) -> Router:
             answer=fs.answer,
         ),
         sms=sms,
+        queue_state=queue_model.snapshot if queue_model is not None else None,
     )
     a = settings.agi
     server = AGIServer(
@@ -139,12 +164,85 @@ def build_router(settings: Settings) -> Router:
             command_timeout=a.command_timeout,
         ),
     )
-    return Router(settings, catalogue, policy, server, flow, directory, memory)
+    return Router(settings, catalogue, policy, server, flow, directory, memory, ami, speech)
+
+
+def build_ami(settings: Settings) -> AMIClient | None:
+    a = settings.ami
+    if not a.enabled:
+        return None
+    secret = os.environ.get("AGI_ROUTER_AMI_SECRET", a.secret)
+    return AMIClient(
+        AMIConfig(host=a.host, port=a.port, username=a.username, secret=secret, ping_interval=a.ping_interval)
+    )
+
+
+def build_speech(settings: Settings, catalogue: Catalogue, ami: AMIClient | None) -> SpeechCapture | None:
+    """Live-audio capture, or None (with the reason logged): the DTMF menu then serves every caller."""
+    sp = settings.speech
+    if not sp.enabled:
+        return None
+    if ami is None:
+        log.warning("live audio disabled: it needs AMI ([ami] enabled = false)")
+        return None
+    from .motives.classifier import MotiveClassifier
+    from .speech.model import resolve_model_dir
+    from .speech.pipeline import TranscribeThenClassify
+    from .speech.recognizer import WhisperRecognizer
+
+    try:
+        model_dir = resolve_model_dir(settings.data_dir, Path(sp.model_dir) if sp.model_dir else None)
+        recognizer = WhisperRecognizer(model_dir, workers=sp.workers, beam_size=sp.beam_size, window_s=sp.window_s)
+    except ConfigError as exc:
+        log.error("live audio disabled, callers get the DTMF menu: %s", exc)
+        return None
+    sounds = settings.path(Path(sp.sounds_dir))
+    prompt = _load_prompt(sounds / "router" / "ask-motive.wav")
+    reprompt = _load_prompt(sounds / "router" / "not-understood.wav")
+    if prompt is None:
+        log.warning("no %s: the prompt is played with STREAM FILE (no barge-in)", sounds / "router/ask-motive.wav")
+    config = SpeechConfig(
+        bind_host=sp.bind_host,
+        advertise_host=sp.advertise_host,
+        asterisk_host=sp.asterisk_host,
+        attempts=sp.attempts,
+        no_input_ms=sp.no_input_ms,
+        jitter_packets=sp.jitter_packets,
+        endpointer=EndpointerConfig(
+            frame_ms=sp.frame_ms,
+            aggressiveness=sp.aggressiveness,
+            hangover_ms=sp.hangover_ms,
+            pre_roll_ms=sp.pre_roll_ms,
+            max_utterance_ms=sp.max_utterance_ms,
+        ),
+    )
+    return SpeechCapture(
+        LegRegistry(ami),
+        PortPool(sp.rtp_port_start, sp.rtp_port_end),
+        TranscribeThenClassify(recognizer, MotiveClassifier(catalogue)),
+        config,
+        prompt=prompt,
+        reprompt=reprompt,
+    )
+
+
+def _load_prompt(path: Path) -> npt.NDArray[np.int16] | None:
+    """An 8 kHz mono 16-bit WAV as PCM, or None (missing or in another format: logged)."""
+    try:
+        with wave.open(str(path)) as w:
+            if (w.getframerate(), w.getnchannels(), w.getsampwidth()) != (8000, 1, 2):
+                log.warning("%s is not 8 kHz mono 16-bit: not streamed", path)
+                return None
+            return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).copy()
+    except (OSError, wave.Error, EOFError):
+        return None
 
 
 async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
     router = build_router(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if router.ami is not None:
+        await router.ami.start()  # connects in the background, for ever; routing never waits for it
     await router.server.start()
     log.info(
         "agi-router ready: policy %s, catalogue %s (%d motives), state=%s, directory=%s",

@@ -149,3 +149,22 @@ async def test_serve_process_end_to_end(tmp_path: Path) -> None:
     assert proc.returncode == 0, text
     assert "policy reload refused" in text and "policy reloaded" in text
     assert "0612345678" not in text and "612345678" not in text  # no clear number in the logs
+
+
+def test_router_wiring_live_audio_on_and_off(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from agi_router.app import build_router
+    from agi_router.callflow.capture import DTMFMenuCapture, HintCapture
+    from agi_router.callflow.speech import SpeechCapture
+
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(f'data_dir = "{tmp_path / "var"}"\n[agi]\nport = 0\n')
+    router = build_router(load_settings(cfg))
+    sources = router.flow.capture.sources  # type: ignore[attr-defined]
+    assert [type(s) for s in sources] == [HintCapture, SpeechCapture, DTMFMenuCapture]
+    assert router.ami is not None and router.speech is not None
+    assert router.speech.config.attempts == 2
+    router.speech.recognizer.close()  # type: ignore[attr-defined]
+    cfg.write_text(f'data_dir = "{tmp_path / "var"}"\n[agi]\nport = 0\n[ami]\nenabled = false\n')
+    router = build_router(load_settings(cfg))
+    assert [type(s) for s in router.flow.capture.sources] == [HintCapture, DTMFMenuCapture]  # type: ignore[attr-defined]
+    assert "live audio disabled: it needs AMI" in caplog.text
