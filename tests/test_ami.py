@@ -171,7 +171,7 @@ async def test_fail_fast_while_down() -> None:
         t = time.perf_counter()
         with pytest.raises(AMIConnectionError):
             await c.action("Ping")
-        assert time.perf_counter() - t < 0.01
+        assert time.perf_counter() - t < 0.5  # no connect attempt, no wait
         assert c.reconnects >= 2
     finally:
         await c.close()
@@ -187,7 +187,7 @@ async def test_half_open_connection_detected_by_ping(fake: FakeAMI) -> None:
         fake.answer_pings = False  # TCP stays up, Asterisk is gone
         t = time.perf_counter()
         assert await eventually(lambda: c.state is not AMIState.CONNECTED)
-        assert 0.2 <= time.perf_counter() - t <= 0.8  # interval + 2 x interval, roughly
+        assert 0.2 <= time.perf_counter() - t <= 2.0  # interval + 2 x interval, roughly
         assert "half-open" in (c.last_error or "")
         fake.answer_pings = True
         assert await c.wait_connected(2)

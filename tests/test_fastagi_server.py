@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -14,12 +14,13 @@ from agi_router.agi.server import AGIServer, AGIServerConfig
 from agi_router.callflow.capture import ChainedCapture, DTMFMenuCapture, DTMFMenuConfig, HintCapture
 from agi_router.callflow.flow import CallFlow, CallFlowConfig, CallResult, PolicyHolder
 from agi_router.directory.sqlite import SQLiteDirectory, import_csv
-from agi_router.exceptions import DirectoryError, StateStoreError
+from agi_router.exceptions import StateStoreError
 from agi_router.motives.catalogue import Catalogue
 from agi_router.policy.config import Policy
 from agi_router.policy.model import AccountFacts, PastCall
 from agi_router.privacy import Pseudonymizer
 from agi_router.state.memory import InMemoryCallerMemory
+from tests.doubles import StubDirectory
 from tests.fakeasterisk import FakeChannel, environment, run_call
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -31,25 +32,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-@dataclass
-class StubDirectory:
-    """Answers from a dict keyed by E.164; can be slow or down."""
-
-    accounts: dict[str, AccountFacts] = field(default_factory=dict)
-    delay: float = 0.0
-    down: bool = False
-
-    async def lookup(self, e164: str | None, pseudonym: str) -> AccountFacts:
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        if self.down:
-            raise DirectoryError("directory down")
-        return self.accounts.get(e164 or "", AccountFacts.none())
-
-    async def close(self) -> None:
-        pass
 
 
 class BrokenMemory(InMemoryCallerMemory):
@@ -166,7 +148,7 @@ async def test_slow_directory_does_not_delay_the_decision(make_harness: Callable
     ch = await h.call(FakeChannel(args=["attestation_droits"]))
     assert ch.variables["ROUTER_ACTION"] == "queue"
     r = h.results[-1]
-    assert r.decision_latency_s is not None and r.decision_latency_s < 0.1
+    assert r.decision_latency_s is not None and r.decision_latency_s < 1.0  # did not wait the 5 s directory
     assert any("decision budget" in e for e in r.errors)
 
 

@@ -18,6 +18,7 @@ from agi_router.privacy import Pseudonymizer
 from agi_router.queues.model import QueueModel
 from agi_router.state.memory import InMemoryCallerMemory
 from tests.conftest import eventually
+from tests.doubles import StubDirectory
 from tests.fakeami import FakeAMI
 from tests.fakeasterisk import FakeChannel, run_call
 from tests.test_ami_recorded import recorded
@@ -128,16 +129,9 @@ async def test_saturated_queue_dissuades_through_fastagi(mini_policy: Policy, ps
     for i in range(45):
         model.on_join(msg(Event="QueueCallerJoin", Queue="droits", Uniqueid=f"w{i}"))
 
-    class Directory:
-        async def lookup(self, e164: str | None, pseudonym: str) -> AccountFacts:
-            return AccountFacts(True, True, date(2026, 11, 1))
-
-        async def close(self) -> None:
-            pass
-
     flow = CallFlow(
         policy=PolicyHolder(mini_policy),
-        directory=Directory(),
+        directory=StubDirectory(everyone=AccountFacts(True, True, date(2026, 11, 1))),
         memory=InMemoryCallerMemory(),
         pseudonymizer=pseudonymizer,
         capture=HintCapture(),

@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -35,6 +35,7 @@ from agi_router.privacy import Pseudonymizer
 from agi_router.state.memory import InMemoryCallerMemory
 from tests.asterisk_harness import AMI, AMI_SECRET, ROOT, AsteriskInstance, free_port, start, write_config
 from tests.audio import have_tts, read_wav, speak, speech_bounds_ms, write_wav
+from tests.doubles import StubDirectory
 
 BINARY = os.environ.get("AGI_ROUTER_ASTERISK", "")
 pytestmark = [
@@ -42,17 +43,6 @@ pytestmark = [
     pytest.mark.skipif(not BINARY, reason="needs a real Asterisk 22: set AGI_ROUTER_ASTERISK=/path/to/asterisk"),
 ]
 TRACES = ROOT / "tests" / "fixtures" / "agi"
-
-
-@dataclass
-class Directory:
-    accounts: dict[str, AccountFacts] = field(default_factory=dict)
-
-    async def lookup(self, e164: str | None, pseudonym: str) -> AccountFacts:
-        return self.accounts.get(e164 or "", AccountFacts.none())
-
-    async def close(self) -> None:
-        pass
 
 
 class RecordingProxy:
@@ -145,7 +135,7 @@ async def stack(asterisk_binary: Path, tmp_path: Path) -> AsyncIterator[Stack]:
     text = default_policy_path().read_text().replace("[hours]\nenabled = true", "[hours]\nenabled = false")
     policy = parse_policy(text, catalogue=catalogue)
     results: list[CallResult] = []
-    directory = Directory({"+33612345678": AccountFacts(True, True, date.today())})
+    directory = StubDirectory({"+33612345678": AccountFacts(True, True, date.today())})
     flow = CallFlow(
         policy=PolicyHolder(policy),
         directory=directory,
@@ -322,7 +312,7 @@ async def speech_stack(asterisk_binary: Path, tmp_path: Path) -> AsyncIterator[S
     ami = AMIClient(AMIConfig(port=ami_port, secret=AMI_SECRET, backoff_initial=0.2, backoff_max=1.0))
     legs = LegRegistry(ami)
     recognizer = RecordingRecognizer("attestation_droits")
-    directory = Directory({"+33612345678": AccountFacts(True, True, date.today())})
+    directory = StubDirectory({"+33612345678": AccountFacts(True, True, date.today())})
     ast_root = tmp_path / "ast"
     sounds = ast_root / "data" / "sounds" / "fr"
     from agi_router.prompts import build_prompts

@@ -25,6 +25,7 @@ from agi_router.policy.config import default_policy_path, parse_policy
 from agi_router.policy.model import AccountFacts
 from agi_router.privacy import Pseudonymizer
 from agi_router.state.memory import InMemoryCallerMemory
+from tests.doubles import StubDirectory
 from tests.fakeasterisk import environment
 
 TRACES = Path(__file__).parent / "fixtures" / "agi"
@@ -125,16 +126,9 @@ async def test_router_replays_identically(group: str) -> None:
     policy = parse_policy(text, catalogue=catalogue)
     now = [datetime(2026, 11, 24, 10, 0, tzinfo=UTC)]
 
-    class Directory:
-        async def lookup(self, e164: str | None, pseudonym: str) -> AccountFacts:
-            return AccountFacts(True, True, date(2026, 11, 1)) if e164 == "+33612345678" else AccountFacts.none()
-
-        async def close(self) -> None:
-            pass
-
     flow = CallFlow(
         policy=PolicyHolder(policy),
-        directory=Directory(),
+        directory=StubDirectory({"+33612345678": AccountFacts(True, True, date(2026, 11, 1))}),
         memory=InMemoryCallerMemory(),
         pseudonymizer=Pseudonymizer(b"replay-key-0123456789"),
         capture=ChainedCapture(

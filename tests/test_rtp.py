@@ -206,7 +206,7 @@ async def test_play_is_paced_and_stoppable(stream: RtpStream) -> None:
         t0 = time.monotonic()
         assert await stream.play(tone(160 * 10)) is True
         elapsed = time.monotonic() - t0
-        assert 0.18 <= elapsed <= 0.35
+        assert 0.18 <= elapsed <= 1.0  # paced, not burst (a burst takes ~1 ms)
         got = []
         while True:
             try:
@@ -220,7 +220,7 @@ async def test_play_is_paced_and_stoppable(stream: RtpStream) -> None:
         asyncio.get_running_loop().call_later(0.05, stop.set)
         t0 = time.monotonic()
         assert await stream.play(tone(160 * 100), stop) is False  # barge-in
-        assert time.monotonic() - t0 < 0.15
+        assert time.monotonic() - t0 < 1.0  # stopped early, not after the 2 s of audio
     finally:
         peer.close()
 

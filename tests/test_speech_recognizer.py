@@ -308,7 +308,7 @@ async def test_transcribe_does_not_block_the_event_loop(recognizer: WhisperRecog
     await tick
     assert tr.latency_s > 0.05  # it did real work meanwhile
     assert len(gaps) >= tr.latency_s / 0.05
-    assert max(gaps) < 0.1, f"event loop stalled {max(gaps) * 1000:.0f} ms"
+    assert max(gaps) < 0.25, f"event loop stalled {max(gaps) * 1000:.0f} ms"
 
 
 @pytest.mark.whisper
