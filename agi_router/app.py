@@ -16,6 +16,8 @@ import numpy.typing as npt
 
 from .agi.server import AGIServer, AGIServerConfig
 from .ami.client import AMIClient, AMIConfig
+from .callbacks.placer import CallbackPlacer
+from .callbacks.store import CallbackStore
 from .callflow.capture import ChainedCapture, DTMFMenuCapture, DTMFMenuConfig, HintCapture, MotiveCapture
 from .callflow.flow import CallFlow, CallFlowConfig, PolicyHolder
 from .callflow.legs import LegRegistry
@@ -28,6 +30,7 @@ from .exceptions import ConfigError, DirectoryError
 from .media.rtp import PortPool
 from .motives.catalogue import Catalogue
 from .policy.config import load_policy
+from .policy.engine import is_open
 from .policy.model import AccountFacts
 from .privacy import Pseudonymizer, load_or_create_key
 from .queues.model import QueueModel
@@ -72,6 +75,7 @@ class Router:
     memory: CallerMemory
     ami: AMIClient | None = None
     speech: SpeechCapture | None = None
+    callbacks: CallbackPlacer | None = None
 
     def reload_policy(self) -> bool:
         """Load the policy file again; a file that fails validation never replaces the running one."""
@@ -88,6 +92,9 @@ class Router:
     async def close(self) -> None:
         await self.server.close()
         await self.flow.drain()
+        if self.callbacks is not None:
+            await self.callbacks.stop()
+            self.callbacks.store.close()
         if self.ami is not None:
             await self.ami.close()
         if self.speech is not None:
@@ -133,6 +140,12 @@ def build_router(settings: Settings) -> Router:
         queue_model = QueueModel()
         queue_model.attach(ami)
     speech = build_speech(settings, catalogue, ami)
+    placer: CallbackPlacer | None = None
+    if ami is not None and queue_model is not None:
+        store = CallbackStore(settings.path(Path("callbacks.sqlite3")), pseudo.subkey(b"callbacks"))
+        if store.recovered:
+            log.warning("%d callback(s) were being placed when the router stopped: pending again", store.recovered)
+        placer = CallbackPlacer(store, ami, queue_model.snapshot, lambda now: is_open(policy.current, now))
     sources: list[MotiveCapture] = [HintCapture()]
     if speech is not None:
         sources.append(speech)
@@ -152,6 +165,7 @@ def build_router(settings: Settings) -> Router:
         ),
         sms=sms,
         queue_state=queue_model.snapshot if queue_model is not None else None,
+        callbacks=placer.store if placer is not None else None,
     )
     a = settings.agi
     server = AGIServer(
@@ -164,7 +178,7 @@ def build_router(settings: Settings) -> Router:
             command_timeout=a.command_timeout,
         ),
     )
-    return Router(settings, catalogue, policy, server, flow, directory, memory, ami, speech)
+    return Router(settings, catalogue, policy, server, flow, directory, memory, ami, speech, placer)
 
 
 def build_ami(settings: Settings) -> AMIClient | None:
@@ -243,6 +257,8 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if router.ami is not None:
         await router.ami.start()  # connects in the background, for ever; routing never waits for it
+    if router.callbacks is not None:
+        router.callbacks.start()
     await router.server.start()
     log.info(
         "agi-router ready: policy %s, catalogue %s (%d motives), state=%s, directory=%s",

@@ -31,6 +31,10 @@ class Pseudonymizer:
         digest = hmac.new(self._key, e164.encode("ascii"), hashlib.sha256).hexdigest()
         return "c-" + digest[:24]
 
+    def subkey(self, purpose: bytes) -> bytes:
+        """A key for another use (encryption at rest) derived from this one: one secret to manage."""
+        return hmac.new(self._key, b"agi-router subkey " + purpose, hashlib.sha256).digest()
+
     def of_caller_id(self, raw: str | None) -> str:
         """Pseudonym of a caller ID as Asterisk gives it; withheld or unparsable -> ``c-withheld``
         (such callers have no history and no account, so they are never deflected or hung up on)."""

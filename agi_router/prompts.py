@@ -47,6 +47,9 @@ FIXED_PROMPTS: dict[str, str] = {
         "Pour être rappelé dès qu'un conseiller sera disponible, tapez 1. Pour patienter, tapez 2."
     ),
     "router/callback-confirmed": ("C'est noté. Un conseiller vous rappellera à ce numéro dès que possible. Au revoir."),
+    "router/callback-hello": (
+        "Bonjour, ici l'Assurance Maladie. Nous vous rappelons comme convenu. Un conseiller va vous répondre."
+    ),
     "router/queue-unavailable": (
         "Nous ne pouvons pas donner suite à votre appel pour le moment. Merci de rappeler plus tard. Au revoir."
     ),

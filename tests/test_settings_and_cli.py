@@ -163,8 +163,11 @@ def test_router_wiring_live_audio_on_and_off(tmp_path: Path, caplog: pytest.LogC
     assert [type(s) for s in sources] == [HintCapture, SpeechCapture, DTMFMenuCapture]
     assert router.ami is not None and router.speech is not None
     assert router.speech.config.attempts == 2
+    assert router.callbacks is not None and router.flow.callbacks is router.callbacks.store
+    router.callbacks.store.close()
     router.speech.recognizer.close()  # type: ignore[attr-defined]
     cfg.write_text(f'data_dir = "{tmp_path / "var"}"\n[agi]\nport = 0\n[ami]\nenabled = false\n')
     router = build_router(load_settings(cfg))
     assert [type(s) for s in router.flow.capture.sources] == [HintCapture, DTMFMenuCapture]  # type: ignore[attr-defined]
+    assert router.callbacks is None and router.flow.callbacks is None  # no AMI: no callback offered
     assert "live audio disabled: it needs AMI" in caplog.text

@@ -18,18 +18,19 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from ..agi.server import FallbackRoute
 from ..agi.session import AGISession
+from ..callbacks.store import CallbackStore
 from ..directory.base import AccountDirectory
 from ..exceptions import AGIDeadChannel, AGIError, AGIHangup, DirectoryError, StateStoreError
 from ..numbers import is_withheld, normalize_e164
 from ..policy.config import Policy
 from ..policy.engine import decide
-from ..policy.model import AccountFacts, CallFacts, Decision, MotiveFacts, PastCall, QueueSnapshot
+from ..policy.model import AccountFacts, Action, CallFacts, Decision, MotiveFacts, PastCall, QueueSnapshot
 from ..privacy import WITHHELD, Pseudonymizer
 from ..sms import NoSms, SmsError, SmsSender, is_mobile
 from ..state.base import CallerMemory
@@ -58,6 +59,8 @@ class CallFlowConfig:
     decision_budget: float = 0.1  # motive known -> decision made (then one round trip to write it)
     directory_wait: float = 0.08  # extra wait for the directory once the motive is known
     answer: bool = False  # the dialplan answers before AGI() by default
+    callback_offer_prompt: str = "router/callback-offer"
+    callback_confirmed_prompt: str = "router/callback-confirmed"
 
 
 @dataclass(slots=True)
@@ -92,6 +95,7 @@ class CallFlow:
         on_result: Callable[[CallResult], None] | None = None,
         sms: SmsSender | None = None,
         queue_state: Callable[[str], QueueSnapshot] | None = None,
+        callbacks: CallbackStore | None = None,
     ) -> None:
         self.policy = policy
         self.directory = directory
@@ -104,6 +108,7 @@ class CallFlow:
         self.on_result = on_result
         self.sms = sms if sms is not None else NoSms()
         self.queue_state = queue_state
+        self.callbacks = callbacks
         self._background: set[asyncio.Task[None]] = set()
 
     async def __call__(self, session: AGISession) -> None:
@@ -214,6 +219,8 @@ class CallFlow:
             result.fallback_reason = "decision_budget"
             raise
         result.decision_latency_s = time.perf_counter() - t0
+        if decision.action is Action.DISSUADE and decision.callback_offer:
+            decision = await self._offer_callback(session, decision, caller, e164, motive)
         # ROUTER_DONE last, in its own command, so that a partial write
         # (connection lost midway) still leaves the dialplan on its human default.
         await session.set_variables(decision.channel_variables())
@@ -233,6 +240,33 @@ class CallFlow:
         except SmsError as exc:
             result.sms = "failed"
             log.warning("SMS for call %s (%s) not sent: %s", reference, result.caller, exc)
+
+    async def _offer_callback(
+        self, session: AGISession, decision: Decision, caller: str, e164: str | None, motive: MotiveFacts
+    ) -> Decision:
+        """Saturated queue: say so, offer a callback (1) and record it durably, or keep the caller's place
+        in the queue. No store or no number to call back: no offer, the caller waits."""
+        if self.callbacks is None or e164 is None or decision.queue is None:
+            return replace(decision, callback_offer=False)
+        for prompt in decision.prompts:
+            await session.stream_file(prompt)
+        answer = await session.get_data(self.config.callback_offer_prompt, 6000, 1)
+        if answer.digits != "1":
+            return replace(decision, action=Action.QUEUE, prompts=(), reasons=(*decision.reasons, "callback.declined"))
+        self.callbacks.add(
+            call_id=session.env.uniqueid,
+            caller=caller,
+            number=e164,
+            queue=decision.queue,
+            motive=motive.motive_id or "",
+            now=time.time(),
+        )
+        return replace(
+            decision,
+            action=Action.CALLBACK,
+            prompts=(self.config.callback_confirmed_prompt,),
+            reasons=(*decision.reasons, "callback.accepted"),
+        )
 
     def _queues(self, policy: Policy, motive: MotiveFacts) -> dict[str, QueueSnapshot]:
         if self.queue_state is None:

@@ -25,6 +25,7 @@ class Action(StrEnum):
     PRIORITY = "priority"  # agent, with queue priority
     QUEUE = "queue"  # skill queue
     DISSUADE = "dissuade"  # saturated queue: dissuasion message and a callback offer
+    CALLBACK = "callback"  # saturated queue, the caller accepted to be called back: confirm, hang up
     CLOSED = "closed"  # outside opening hours
     HUMAN = "human"  # safeguard or fallback: straight to a person
 
