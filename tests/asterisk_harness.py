@@ -24,6 +24,13 @@ AMI_USER = "agi-router"
 AMI_SECRET = "change-me-ami"
 
 TEST_CONTEXT = """
+[test-callee]
+; A called-back caller who answers and stays on the line a little.
+exten => _[+0-9].,1,UserEvent(CalleeRinging,Number: ${EXTEN})
+ same => n,Answer()
+ same => n,Wait(3)
+ same => n,Hangup()
+
 ; --- appended by tests/asterisk_harness.py -------------------------------------------------------
 [test-caller]
 ; The caller side of a Local channel: waits, types DTMF given in TEST_DTMF (one group per wait), then

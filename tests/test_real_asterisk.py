@@ -12,6 +12,7 @@ import asyncio
 import os
 import re
 import shutil
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date
@@ -35,6 +36,7 @@ from agi_router.privacy import Pseudonymizer
 from agi_router.state.memory import InMemoryCallerMemory
 from tests.asterisk_harness import AMI, AMI_SECRET, ROOT, AsteriskInstance, free_port, start, write_config
 from tests.audio import have_tts, read_wav, speak, speech_bounds_ms, write_wav
+from tests.conftest import eventually
 from tests.doubles import StubDirectory
 
 BINARY = os.environ.get("AGI_ROUTER_ASTERISK", "")
@@ -378,3 +380,52 @@ async def test_live_audio_capture_on_real_asterisk(speech_stack: SpeechStack) ->
         f"prompt frames sent {sent}, stats {outcome.stats}"
     )
     s.stack.proxy.save("speech-capture")
+
+
+async def test_callback_placed_through_real_originate(asterisk_binary: Path, tmp_path: Path) -> None:
+    """The placer's Originate against a real Asterisk: the called-back number answers (test-callee),
+    then the call enters callback-connect and its queue; an unreachable one fails and is retried."""
+    from agi_router.callbacks.placer import CallbackPlacer, PlacerConfig
+    from agi_router.callbacks.store import CallbackStore
+    from agi_router.policy.model import QueueSnapshot
+
+    ami_port = free_port()
+    ast = write_config(
+        asterisk_binary, tmp_path / "ast", agi_url="agi://127.0.0.1:1/3646", ami_port=ami_port, sip_port=free_port()
+    )
+    await asyncio.to_thread(start, ast)
+    ami = AMIClient(AMIConfig(port=ami_port, secret=AMI_SECRET))
+    store = CallbackStore(tmp_path / "cb.sqlite3", b"k" * 32)
+    try:
+        await ami.start()
+        assert await ami.wait_connected(10), ami.last_error
+        answered: list[str] = []
+        allev: list[str] = []
+        ami.on("*", lambda m: allev.append(f"{m.event}:{m.get('UserEvent', '')}"))
+        ami.on(
+            "UserEvent",
+            lambda m: answered.append(m.get("Number", "")) if m.get("UserEvent") == "CalleeRinging" else None,
+        )
+        placer = CallbackPlacer(
+            store,
+            ami,
+            lambda q: QueueSnapshot(q, available_agents=1),
+            lambda now: True,
+            PlacerConfig(ring_timeout_s=10, retry_s=60),
+        )
+        ast.cli("dialplan set global CALLBACK_DIAL_PREFIX Local/")
+        ast.cli("dialplan set global CALLBACK_DIAL_SUFFIX @test-callee")
+        ok = store.add(call_id="1", caller="c-a", number="+33612345678", queue="droits", motive="", now=time.time())
+        assert await placer.run_once() == 1
+        assert store.get(ok).status == "placed"  # type: ignore[union-attr]
+        # AMI events travel through Stasis and may arrive after the Originate response
+        assert await eventually(lambda: answered == ["+33612345678"], 3), [e for e in allev if e.startswith("User")]
+        ast.cli("dialplan set global CALLBACK_DIAL_SUFFIX @no-such-context")
+        ko = store.add(call_id="2", caller="c-b", number="+33622222222", queue="droits", motive="", now=time.time())
+        assert await placer.run_once() == 1
+        failed = store.get(ko)
+        assert failed is not None and failed.status == "pending" and failed.attempts == 1 and failed.last_error
+    finally:
+        await ami.close()
+        store.close()
+        await asyncio.to_thread(ast.stop)
