@@ -34,6 +34,7 @@ from .policy.engine import is_open
 from .policy.model import AccountFacts
 from .privacy import Pseudonymizer, load_or_create_key
 from .queues.model import QueueModel
+from .queues.outcomes import OutcomeTracker
 from .sms import HTTPSmsGateway, NoSms, SmsSender
 from .speech.endpointer import EndpointerConfig
 from .state.base import CallerMemory
@@ -76,6 +77,7 @@ class Router:
     ami: AMIClient | None = None
     speech: SpeechCapture | None = None
     callbacks: CallbackPlacer | None = None
+    outcomes: OutcomeTracker | None = None
 
     def reload_policy(self) -> bool:
         """Load the policy file again; a file that fails validation never replaces the running one."""
@@ -136,9 +138,12 @@ def build_router(settings: Settings) -> Router:
     fs = settings.flow
     ami = build_ami(settings)
     queue_model: QueueModel | None = None
+    outcomes: OutcomeTracker | None = None
     if ami is not None:
         queue_model = QueueModel()
         queue_model.attach(ami)
+        outcomes = OutcomeTracker()  # one JSON line per call on the agi_router.outcome logger
+        outcomes.attach(ami)
     speech = build_speech(settings, catalogue, ami)
     placer: CallbackPlacer | None = None
     if ami is not None and queue_model is not None:
@@ -166,6 +171,7 @@ def build_router(settings: Settings) -> Router:
         sms=sms,
         queue_state=queue_model.snapshot if queue_model is not None else None,
         callbacks=placer.store if placer is not None else None,
+        on_result=outcomes.on_result if outcomes is not None else None,
     )
     a = settings.agi
     server = AGIServer(
@@ -178,7 +184,13 @@ def build_router(settings: Settings) -> Router:
             command_timeout=a.command_timeout,
         ),
     )
-    return Router(settings, catalogue, policy, server, flow, directory, memory, ami, speech, placer)
+    return Router(settings, catalogue, policy, server, flow, directory, memory, ami, speech, placer, outcomes)
+
+
+async def _sweep(outcomes: OutcomeTracker, every_s: float = 60.0) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        outcomes.sweep()
 
 
 def build_ami(settings: Settings) -> AMIClient | None:
@@ -259,6 +271,7 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
         await router.ami.start()  # connects in the background, for ever; routing never waits for it
     if router.callbacks is not None:
         router.callbacks.start()
+    sweeper = asyncio.create_task(_sweep(router.outcomes)) if router.outcomes is not None else None
     await router.server.start()
     log.info(
         "agi-router ready: policy %s, catalogue %s (%d motives), state=%s, directory=%s",
@@ -281,4 +294,6 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
         await stop.wait()
     finally:
         log.info("shutting down: %d call(s) in progress get a grace period", router.server.active)
+        if sweeper is not None:
+            sweeper.cancel()
         await router.close()
