@@ -24,6 +24,12 @@ AMI_USER = "agi-router"
 AMI_SECRET = "change-me-ami"
 
 TEST_CONTEXT = """
+[test-agent]
+; A queue member reached as Local/<name>@test-agent: answers, talks 2 s, hangs up.
+exten => _[a-z0-9].,1,Answer()
+ same => n,Wait(2)
+ same => n,Hangup()
+
 [test-callee]
 ; A called-back caller who answers and stays on the line a little.
 exten => _[+0-9].,1,UserEvent(CalleeRinging,Number: ${EXTEN})

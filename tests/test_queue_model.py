@@ -150,3 +150,44 @@ async def test_saturated_queue_dissuades_through_fastagi(mini_policy: Policy, ps
         assert ch.variables["ROUTER_ACTION"] == "queue"
     finally:
         await server.close()
+
+
+async def test_event_during_resync_is_not_lost() -> None:
+    """Found on a real Asterisk 22: a QueueMemberAdded arriving while QueueStatus is in flight was
+    overwritten by the (older) QueueStatus answer."""
+    from tests.fakeami import encode
+
+    fake = FakeAMI()
+
+    def on_action(m: dict[str, str]) -> list[bytes] | None:
+        if m.get("Action") != "QueueStatus":
+            return None
+        aid = m["ActionID"]
+        return [
+            encode(
+                [
+                    ("Event", "QueueMemberAdded"),
+                    ("Queue", "droits"),
+                    ("StateInterface", "Local/a9@x"),
+                    ("Status", "1"),
+                    ("Paused", "0"),
+                    ("InCall", "0"),
+                ]
+            ),
+            encode([("Response", "Success"), ("ActionID", aid), ("EventList", "start")]),
+            encode([("Event", "QueueParams"), ("Queue", "droits"), ("ActionID", aid)]),
+            encode([("Event", "QueueStatusComplete"), ("ActionID", aid), ("EventList", "Complete")]),
+        ]
+
+    fake.on_action = on_action
+    await fake.start()
+    ami = AMIClient(AMIConfig(port=fake.port, secret=fake.secret))
+    model = QueueModel()
+    model.attach(ami)
+    try:
+        await ami.start()
+        assert await eventually(lambda: model.synced)
+        assert model.snapshot("droits").available_agents == 1
+    finally:
+        await ami.close()
+        await fake.stop()

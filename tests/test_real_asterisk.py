@@ -429,3 +429,72 @@ async def test_callback_placed_through_real_originate(asterisk_binary: Path, tmp
         await ami.close()
         store.close()
         await asyncio.to_thread(ast.stop)
+
+
+async def test_queue_events_and_call_outcome_on_real_asterisk(asterisk_binary: Path, tmp_path: Path) -> None:
+    """A caller routed to a skill queue is answered by an agent: the queue model and the outcome record
+    follow it from the real AMI events (QueueCallerJoin, AgentConnect, Hangup)."""
+    from agi_router.queues.model import QueueModel
+    from agi_router.queues.outcomes import CallOutcome, OutcomeTracker
+
+    catalogue = Catalogue.load()
+    text = default_policy_path().read_text().replace("[hours]\nenabled = true", "[hours]\nenabled = false")
+    policy = parse_policy(text, catalogue=catalogue)
+    ami_port = free_port()
+    ami = AMIClient(AMIConfig(port=ami_port, secret=AMI_SECRET))
+    model = QueueModel()
+    model.attach(ami)
+    outcomes: list[CallOutcome] = []
+    tracker = OutcomeTracker(outcomes.append)
+    tracker.attach(ami)
+    joined: list[str] = []
+    ami.on("QueueCallerJoin", lambda m: joined.append(m.get("Queue", "")))
+    qev: list[str] = []
+    ami.on("*", lambda m: qev.append(str(dict(m))) if "Member" in (m.event or "") else None)
+    flow = CallFlow(
+        policy=PolicyHolder(policy),
+        directory=StubDirectory(),
+        memory=InMemoryCallerMemory(),
+        pseudonymizer=Pseudonymizer(b"real-asterisk-test-key"),
+        capture=HintCapture(),
+        queue_state=model.snapshot,
+        on_result=tracker.on_result,
+    )
+    server = AGIServer({"3646": flow}, AGIServerConfig(port=0))
+    await server.start()
+    ast = write_config(
+        asterisk_binary,
+        tmp_path / "ast",
+        agi_url=f"agi://127.0.0.1:{server.sockets[0][1]}/3646",
+        ami_port=ami_port,
+        sip_port=free_port(),
+    )
+    await asyncio.to_thread(start, ast)
+    try:
+        await ami.start()
+        assert await ami.wait_connected(10), ami.last_error
+        # the router's AMI user may not manage members (no "agent" write right): the CLI adds one
+        ast.cli("queue add member Local/agent9@test-agent to droits")
+        assert await eventually(lambda: model.synced)
+        # the member arrives by a QueueMemberAdded event (events trail the CLI): wait until the model has it,
+        # or the router would rightly find nobody to answer and dissuade
+        assert await eventually(lambda: model.snapshot("droits").available_agents == 1, 5), qev
+        await ami.action(
+            "Originate",
+            [
+                ("Channel", "Local/0699999999@hotline-test"),
+                ("Application", "Wait"),
+                ("Data", "20"),
+                ("Variable", "MOTIVE_HINT=carte_vitale_perte"),
+                ("Async", "true"),
+            ],
+        )
+        assert await eventually(lambda: bool(outcomes), 20)
+        (o,) = outcomes
+        assert (o.action, o.queue, o.outcome) == ("queue", "droits", "answered"), o
+        assert joined == ["droits"] and o.wait_s is not None and o.wait_s >= 0
+        assert model.snapshot("droits").waiting == 0 and model.snapshot("droits").fresh
+    finally:
+        await ami.close()
+        await asyncio.to_thread(ast.stop)
+        await server.close(grace=1)

@@ -66,6 +66,9 @@ class QueueModel:
         self.synced = False
         self.resyncs = 0
         self.last_event_at: float | None = None
+        # events seen while a QueueStatus is in flight: its answer may predate them, so they are applied
+        # again on top of it (found on a real Asterisk: a member added during the resync was lost)
+        self._replay: list[tuple[Callable[[Message], None], Message]] | None = None
 
     # -- wiring -------------------------------------------------------------------------------------
 
@@ -81,9 +84,17 @@ class QueueModel:
             ("AgentConnect", self.on_agent_connect),
             ("AgentComplete", self.on_agent_complete),
         ):
-            ami.on(name, handler)
+            ami.on(name, self._recorded(handler))
         ami.on_connected(self.resync)
         ami.on_state(self._on_state)
+
+    def _recorded(self, handler: Callable[[Message], None]) -> Callable[[Message], None]:
+        def run(m: Message) -> None:
+            if self._replay is not None:
+                self._replay.append((handler, m))
+            handler(m)
+
+        return run
 
     def _on_state(self, state: AMIState) -> None:
         if state is not AMIState.CONNECTED:
@@ -91,12 +102,17 @@ class QueueModel:
 
     async def resync(self, ami: AMIClient) -> None:
         """Rebuild everything from ``QueueStatus``; data is trusted again only after this."""
+        self._replay = []
         try:
             result = await ami.action("QueueStatus", timeout=10.0)
         except AMIError as exc:
             log.warning("queue resync failed, queue data stays stale: %s", exc)
             return
+        finally:
+            replay, self._replay = self._replay, None
         self.load_status(result.events)
+        for handler, m in replay or ():
+            handler(m)
 
     def load_status(self, events: list[Message]) -> None:
         now = self.clock()
