@@ -498,3 +498,46 @@ async def test_queue_events_and_call_outcome_on_real_asterisk(asterisk_binary: P
         await ami.close()
         await asyncio.to_thread(ast.stop)
         await server.close(grace=1)
+
+
+async def test_queue_priority_is_honoured_by_app_queue(asterisk_binary: Path, tmp_path: Path) -> None:
+    """route-queue turns ROUTER_PRIO into QUEUE_PRIO: a priority caller who joins after a normal one is
+    answered first when the (single, busy) agent frees up."""
+    ami_port = free_port()
+    ast = write_config(
+        asterisk_binary, tmp_path / "ast", agi_url="agi://127.0.0.1:1/3646", ami_port=ami_port, sip_port=free_port()
+    )
+    await asyncio.to_thread(start, ast)
+    ami = AMIClient(AMIConfig(port=ami_port, secret=AMI_SECRET))
+    order: list[str] = []
+    ami.on("AgentConnect", lambda m: order.append(m.get("CallerIDNum", "")))
+    try:
+        await ami.start()
+        assert await ami.wait_connected(10), ami.last_error
+        ast.cli("queue add member Local/agent9@test-agent to droits")
+
+        async def caller(number: str, prio: int) -> None:
+            await ami.action(
+                "Originate",
+                [
+                    ("Channel", "Local/s@route-queue"),
+                    ("Application", "Wait"),
+                    ("Data", "30"),
+                    ("CallerID", f"<{number}>"),
+                    ("Variable", "ROUTER_QUEUE=droits"),
+                    ("Variable", f"ROUTER_PRIO={prio}"),
+                    ("Async", "true"),
+                ],
+            )
+
+        await caller("1000", 0)  # takes the agent for 2 s
+        assert await eventually(lambda: order == ["1000"], 5), order
+        await caller("2000", 0)  # waits
+        await asyncio.sleep(0.3)
+        await caller("3000", 10)  # joins later, with priority
+        # the agent is free again after its 2 s call and the queue's wrap-up time (10 s in queues.conf)
+        assert await eventually(lambda: len(order) >= 2, 20), order
+        assert order[:2] == ["1000", "3000"]  # 3000 joined after 2000 but had priority
+    finally:
+        await ami.close()
+        await asyncio.to_thread(ast.stop)
