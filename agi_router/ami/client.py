@@ -215,7 +215,16 @@ class AMIClient:
                 log.error("AMI login refused: %s", exc)
             except (AMIError, OSError, ConnectionError) as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("AMI connection to %s:%s lost or refused: %s", self.config.host, self.config.port, exc)
+                # the first failure, then one in ten: a PBX that is down for an hour must not flood the logs
+                level = logging.WARNING if attempt % 10 == 0 else logging.DEBUG
+                log.log(
+                    level,
+                    "AMI connection to %s:%s lost or refused (attempt %d): %s",
+                    self.config.host,
+                    self.config.port,
+                    attempt + 1,
+                    exc,
+                )
             finally:
                 self._fail_pending(AMIConnectionError(f"AMI connection lost ({self.last_error})"))
                 self._writer = None
