@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import wave
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +17,11 @@ import numpy.typing as npt
 
 from .agi.server import AGIServer, AGIServerConfig
 from .ami.client import AMIClient, AMIConfig
+from .audit import AuditLog
 from .callbacks.placer import CallbackPlacer
 from .callbacks.store import CallbackStore
 from .callflow.capture import ChainedCapture, DTMFMenuCapture, DTMFMenuConfig, HintCapture, MotiveCapture
-from .callflow.flow import CallFlow, CallFlowConfig, PolicyHolder
+from .callflow.flow import CallFlow, CallFlowConfig, CallResult, PolicyHolder
 from .callflow.legs import LegRegistry
 from .callflow.speech import SpeechCapture, SpeechConfig
 from .config import Settings
@@ -78,6 +80,7 @@ class Router:
     speech: SpeechCapture | None = None
     callbacks: CallbackPlacer | None = None
     outcomes: OutcomeTracker | None = None
+    audit: AuditLog | None = None
 
     def reload_policy(self) -> bool:
         """Load the policy file again; a file that fails validation never replaces the running one."""
@@ -106,6 +109,8 @@ class Router:
         await self.directory.close()
         await self.memory.close()
         await self.flow.sms.close()
+        if self.audit is not None:
+            self.audit.close()
 
 
 def build_router(settings: Settings) -> Router:
@@ -136,6 +141,7 @@ def build_router(settings: Settings) -> Router:
         else NoSms()
     )
     fs = settings.flow
+    audit = AuditLog(settings.path(settings.audit_file))
     ami = build_ami(settings)
     queue_model: QueueModel | None = None
     outcomes: OutcomeTracker | None = None
@@ -171,7 +177,7 @@ def build_router(settings: Settings) -> Router:
         sms=sms,
         queue_state=queue_model.snapshot if queue_model is not None else None,
         callbacks=placer.store if placer is not None else None,
-        on_result=outcomes.on_result if outcomes is not None else None,
+        on_result=_both(audit.write, outcomes.on_result if outcomes is not None else None),
     )
     a = settings.agi
     server = AGIServer(
@@ -184,7 +190,22 @@ def build_router(settings: Settings) -> Router:
             command_timeout=a.command_timeout,
         ),
     )
-    return Router(settings, catalogue, policy, server, flow, directory, memory, ami, speech, placer, outcomes)
+    return Router(settings, catalogue, policy, server, flow, directory, memory, ami, speech, placer, outcomes, audit)
+
+
+def _both(
+    first: Callable[[CallResult], None], second: Callable[[CallResult], None] | None
+) -> Callable[[CallResult], None]:
+    def run(r: CallResult) -> None:
+        for f in (first, second):
+            if f is None:
+                continue
+            try:
+                f(r)
+            except Exception:
+                log.exception("call result consumer failed")
+
+    return run
 
 
 async def _sweep(outcomes: OutcomeTracker, every_s: float = 60.0) -> None:

@@ -4,6 +4,7 @@
     agi-router directory import FILE.csv [--replace] [--config FILE]
     agi-router policy check [FILE] [--config FILE]
     agi-router prompts list | build DIR [--voice fr+f2]
+    agi-router audit explain CALL_ID [--config FILE]
     agi-router pseudonym NUMBER [--config FILE]
 
 Exit status: 0 success, 2 invalid input (with a message naming the file and key or line).
@@ -47,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     prb.add_argument("dir", type=Path)
     prb.add_argument("--voice", default="fr+f2")
     prb.add_argument("--only-missing", action="store_true")
+    au = sub.add_parser("audit", help="the per-call audit trail")
+    ausub = au.add_subparsers(dest="aucmd", required=True)
+    ex = ausub.add_parser("explain", help="why a call went where it went")
+    ex.add_argument("call_id", help="Asterisk's Uniqueid of the call")
     ps = sub.add_parser("pseudonym", help="print the pseudonym of a number (to find a caller in logs)")
     ps.add_argument("number")
     return p
@@ -122,6 +127,16 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         files = build_prompts(catalogue, args.dir, voice=args.voice, only_missing=args.only_missing)
         print(f"wrote {len(files)} prompt(s) under {args.dir}")
+        return 0
+    if args.cmd == "audit":
+        from .audit import explain, find
+
+        records = list(find(settings.path(settings.audit_file), args.call_id))
+        if not records:
+            print(f"agi-router: no audit record for call {args.call_id}", file=sys.stderr)
+            return 1
+        for rec in records:
+            print(explain(rec))
         return 0
     if args.cmd == "pseudonym":
         from .app import make_pseudonymizer

@@ -119,6 +119,7 @@ class Settings:
     key_file: Path = Path("pseudonym.key")
     policy_file: Path | None = None  # None: the bundled 2024 policy
     catalogue_file: Path | None = None  # None: the bundled catalogue
+    audit_file: Path = Path("audit/decisions.jsonl")
     agi: AGISettings = field(default_factory=AGISettings)
     flow: FlowSettings = field(default_factory=FlowSettings)
     state: StateSettings = field(default_factory=StateSettings)
@@ -148,6 +149,7 @@ def load_settings(path: Path | None = None) -> Settings:
     key_file = Path(root.get("key_file", str, str(d.key_file)))
     policy_file = root.get("policy_file", str, "")
     catalogue_file = root.get("catalogue_file", str, "")
+    audit_file = Path(root.get("audit_file", str, str(d.audit_file)))
 
     a = root.table("agi")
     agi = AGISettings(
@@ -261,6 +263,7 @@ def load_settings(path: Path | None = None) -> Settings:
         key_file=key_file,
         policy_file=Path(policy_file) if policy_file else None,
         catalogue_file=Path(catalogue_file) if catalogue_file else None,
+        audit_file=audit_file,
         agi=agi,
         flow=flow,
         state=state,

@@ -76,6 +76,7 @@ class CallResult:
     motive: MotiveFacts | None = None
     decision_latency_s: float | None = None
     speech_to_route_s: float | None = None  # end of speech (endpointer) -> ROUTER_DONE written
+    facts: CallFacts | None = None  # what the policy was given (for the audit trail)
     errors: list[str] = field(default_factory=list)
     sms: str | None = None  # "sent" or "failed" when the decision included an SMS
 
@@ -214,6 +215,7 @@ class CallFlow:
                     sms_capable=e164 is not None and is_mobile(e164) and not isinstance(self.sms, NoSms),
                     queues=self._queues(policy, motive),
                 )
+                result.facts = facts
                 decision = decide(policy, facts)
         except TimeoutError:
             result.fallback_reason = "decision_budget"

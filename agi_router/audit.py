@@ -1,0 +1,163 @@
+"""The audit trail: one JSON line per call saying what the policy was given and what it decided, and why.
+
+No clear number: the caller is the pseudonym. Files rotate at ``max_bytes`` and ``backups`` old files
+are kept (retention by volume). ``agi-router audit explain CALL_ID`` reads them back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .callflow.flow import CallResult
+
+__all__ = ["AuditLog", "explain", "find", "record_of"]
+
+
+def record_of(r: CallResult) -> dict[str, Any]:
+    f, d = r.facts, r.decision
+    rec: dict[str, Any] = {
+        "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "call_id": r.call_id,
+        "caller": r.caller,
+        "hung_up": r.hung_up,
+        "fallback": r.fallback_reason,
+        "errors": r.errors,
+        "latency_ms": round(r.decision_latency_s * 1000, 3) if r.decision_latency_s is not None else None,
+        "speech_to_route_ms": round(r.speech_to_route_s * 1000, 1) if r.speech_to_route_s is not None else None,
+    }
+    if r.motive is not None:
+        m = r.motive
+        rec["motive"] = {
+            "id": m.motive_id,
+            "confidence": round(m.confidence, 3),
+            "method": m.method,
+            "runner_up": m.runner_up,
+            "human_requested": m.human_requested,
+        }
+    if f is not None:
+        rec["inputs"] = {
+            "now": f.now.isoformat(),
+            "withheld": f.withheld,
+            "account": {
+                "known": f.account.known,
+                "exists": f.account.exists,
+                "last_login": f.account.last_login.isoformat() if f.account.last_login else None,
+                "flags": sorted(f.account.flags),
+            },
+            "history": [{"at": c.at.isoformat(), "action": c.action.value} for c in f.history],
+            "queues": {
+                k: {
+                    "waiting": q.waiting,
+                    "available": q.available_agents,
+                    "estimated_wait_s": q.estimated_wait_s,
+                    "fresh": q.fresh,
+                }
+                for k, q in f.queues.items()
+            },
+            "sms_capable": f.sms_capable,
+        }
+    if d is not None:
+        rec["decision"] = {
+            "action": d.action.value,
+            "queue": d.queue,
+            "priority": d.priority,
+            "rule": d.rule,
+            "reasons": list(d.reasons),
+            "segment": d.segment.value,
+            "policy": d.policy_version,
+            "prompts": list(d.prompts),
+            "sms": d.sms_template is not None,
+        }
+    return rec
+
+
+class AuditLog:
+    def __init__(self, path: Path, *, max_bytes: int = 50 * 1024 * 1024, backups: int = 20) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._logger = logging.getLogger(f"agi_router.audit.{id(self)}")
+        self._logger.propagate = False
+        self._logger.setLevel(logging.INFO)
+        self._handler = logging.handlers.RotatingFileHandler(
+            self.path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+        )
+        self._handler.setFormatter(logging.Formatter("%(message)s"))
+        self._logger.addHandler(self._handler)
+
+    def write(self, r: CallResult) -> None:
+        self._logger.info(json.dumps(record_of(r), ensure_ascii=False))
+
+    def close(self) -> None:
+        self._logger.removeHandler(self._handler)
+        self._handler.close()
+
+
+def _files(path: Path) -> list[Path]:
+    rotated = sorted(
+        path.parent.glob(path.name + ".*"),
+        key=lambda p: int(p.suffix[1:]) if p.suffix[1:].isdigit() else 0,
+        reverse=True,
+    )
+    return [*rotated, path] if path.exists() else rotated
+
+
+def find(path: Path, call_id: str) -> Iterator[dict[str, Any]]:
+    for f in _files(Path(path)):
+        with f.open(encoding="utf-8") as fh:
+            for line in fh:
+                if call_id in line:
+                    try:
+                        rec = json.loads(line)
+                    except ValueError:
+                        continue
+                    if rec.get("call_id") == call_id:
+                        yield rec
+
+
+def explain(rec: dict[str, Any]) -> str:
+    """Why a call went where it went, in a few lines of plain text."""
+    out = [f"call {rec['call_id']} at {rec['ts']}, caller {rec['caller']}"]
+    inp = rec.get("inputs") or {}
+    acc = inp.get("account") or {}
+    if inp:
+        who = (
+            "withheld number"
+            if inp.get("withheld")
+            else (
+                "directory did not answer"
+                if not acc.get("known")
+                else f"last online-account use {acc.get('last_login') or 'never'}"
+            )
+        )
+        out.append(f"  account: {who}; flags {acc.get('flags') or '-'}")
+        hist = inp.get("history") or []
+        out.append(
+            f"  same motive before: {len(hist)} call(s)"
+            + (" — " + ", ".join(f"{h['action']} at {h['at']}" for h in hist[-3:]) if hist else "")
+        )
+    m = rec.get("motive")
+    if m:
+        out.append(
+            f"  motive: {m['id'] or 'none'} by {m['method']} (confidence {m['confidence']}"
+            f"{', runner-up ' + m['runner_up'] if m.get('runner_up') else ''})"
+        )
+    d = rec.get("decision")
+    if d:
+        where = f" -> queue {d['queue']} (priority {d['priority']})" if d.get("queue") else ""
+        out.append(f"  decision: {d['action']}{where} by rule {d['rule']} of policy {d['policy']}")
+        out.append(f"  reasons: {', '.join(d['reasons'])}; segment {d['segment']}")
+    if rec.get("fallback"):
+        out.append(f"  fallback route to a person: {rec['fallback']}")
+    if rec.get("hung_up"):
+        out.append("  the caller hung up before the end")
+    if rec.get("latency_ms") is not None:
+        out.append(f"  decided in {rec['latency_ms']} ms")
+    if rec.get("errors"):
+        out.append(f"  degraded: {'; '.join(rec['errors'])}")
+    return "\n".join(out)
