@@ -22,7 +22,7 @@ from pathlib import Path
 from .exceptions import ConfigError
 from .motives.catalogue import Catalogue
 
-__all__ = ["FIXED_PROMPTS", "build_prompts", "prompt_texts"]
+__all__ = ["FIXED_PROMPTS", "build_prompts", "prompt_texts", "speak_to_wav"]
 
 FIXED_PROMPTS: dict[str, str] = {
     "router/invalid": "Ce choix n'est pas valide.",
@@ -83,21 +83,14 @@ def prompt_texts(catalogue: Catalogue) -> dict[str, str]:
     return out
 
 
-def build_prompts(
-    catalogue: Catalogue, out_dir: Path, *, voice: str = "fr+f2", speed: int = 150, only_missing: bool = False
-) -> list[Path]:
-    """Speak every prompt into ``out_dir``; returns the files written."""
+def speak_to_wav(text: str, target: Path, *, voice: str = "fr+f2", speed: int = 150) -> None:
+    """French speech with espeak-ng, converted by sox to 8 kHz mono 16-bit WAV in the telephone band."""
     espeak = shutil.which("espeak-ng")
     sox = shutil.which("sox")
     if espeak is None or sox is None:
-        raise ConfigError("espeak-ng and sox are needed to build prompts (Debian: apt-get install espeak-ng sox)")
-    written = []
-    for pid, text in prompt_texts(catalogue).items():
-        target = out_dir / f"{pid}.wav"
-        if only_missing and target.exists():
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        raw = target.with_suffix(".espeak.wav")
+        raise ConfigError("espeak-ng and sox are needed to speak prompts (Debian: apt-get install espeak-ng sox)")
+    raw = target.with_suffix(".espeak.wav")
+    try:
         subprocess.run(
             [espeak, "-v", voice, "-s", str(speed), "-w", str(raw), text],
             check=True,
@@ -125,6 +118,20 @@ def build_prompts(
             check=True,
             stderr=subprocess.PIPE,
         )
-        raw.unlink()
+    finally:
+        raw.unlink(missing_ok=True)
+
+
+def build_prompts(
+    catalogue: Catalogue, out_dir: Path, *, voice: str = "fr+f2", speed: int = 150, only_missing: bool = False
+) -> list[Path]:
+    """Speak every prompt into ``out_dir``; returns the files written."""
+    written = []
+    for pid, text in prompt_texts(catalogue).items():
+        target = out_dir / f"{pid}.wav"
+        if only_missing and target.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        speak_to_wav(text, target, voice=voice, speed=speed)
         written.append(target)
     return written

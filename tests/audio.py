@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import shutil
-import subprocess
 import tempfile
 import wave
 from pathlib import Path
@@ -12,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
+
+from agi_router.prompts import speak_to_wav
 
 Pcm = npt.NDArray[np.int16]
 RATE = 8000
@@ -28,33 +29,10 @@ needs_tts = pytest.mark.skipif(
 
 @functools.lru_cache(maxsize=256)
 def speak(text: str, voice: str = "fr+m3", speed: int = 160) -> Pcm:
-    """French speech at 8 kHz, telephone band, as int16."""
+    """French speech at 8 kHz, telephone band, as int16 (the product's own espeak-ng + sox pipeline)."""
     with tempfile.TemporaryDirectory() as d:
-        raw, out = Path(d) / "raw.wav", Path(d) / "out.wav"
-        subprocess.run(
-            ["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text], check=True, capture_output=True
-        )
-        subprocess.run(
-            [
-                "sox",
-                str(raw),
-                "-r",
-                str(RATE),
-                "-c",
-                "1",
-                "-b",
-                "16",
-                "-e",
-                "signed-integer",
-                str(out),
-                "highpass",
-                "300",
-                "lowpass",
-                "3400",
-            ],
-            check=True,
-            capture_output=True,
-        )
+        out = Path(d) / "out.wav"
+        speak_to_wav(text, out, voice=voice, speed=speed)
         with wave.open(str(out)) as w:
             return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).copy()
 

@@ -37,3 +37,12 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 2.0, interv
             return predicate()
         await asyncio.sleep(interval)
     return True
+
+
+def bundled_policy_always_open() -> Policy:
+    """The bundled 2024 policy with opening hours off (tests run at any hour)."""
+    from agi_router.policy.config import default_policy_path, parse_policy
+
+    text = default_policy_path().read_text().replace("[hours]\nenabled = true", "[hours]\nenabled = false")
+    assert "[hours]\nenabled = false" in text
+    return parse_policy(text, catalogue=Catalogue.load())

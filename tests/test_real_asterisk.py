@@ -30,13 +30,12 @@ from agi_router.callflow.legs import LegRegistry
 from agi_router.callflow.speech import Recognition, SpeechCapture, SpeechConfig
 from agi_router.media.rtp import PortPool
 from agi_router.motives.catalogue import Catalogue
-from agi_router.policy.config import default_policy_path, parse_policy
 from agi_router.policy.model import AccountFacts
 from agi_router.privacy import Pseudonymizer
 from agi_router.state.memory import InMemoryCallerMemory
 from tests.asterisk_harness import AMI, AMI_SECRET, ROOT, AsteriskInstance, free_port, start, write_config
 from tests.audio import have_tts, read_wav, speak, speech_bounds_ms, write_wav
-from tests.conftest import eventually
+from tests.conftest import bundled_policy_always_open, eventually
 from tests.doubles import StubDirectory
 
 BINARY = os.environ.get("AGI_ROUTER_ASTERISK", "")
@@ -134,8 +133,7 @@ def asterisk_binary() -> Path:
 @pytest.fixture
 async def stack(asterisk_binary: Path, tmp_path: Path) -> AsyncIterator[Stack]:
     catalogue = Catalogue.load()
-    text = default_policy_path().read_text().replace("[hours]\nenabled = true", "[hours]\nenabled = false")
-    policy = parse_policy(text, catalogue=catalogue)
+    policy = bundled_policy_always_open()
     results: list[CallResult] = []
     directory = StubDirectory({"+33612345678": AccountFacts(True, True, date.today())})
     flow = CallFlow(
@@ -307,8 +305,7 @@ async def speech_stack(asterisk_binary: Path, tmp_path: Path) -> AsyncIterator[S
     if not have_tts():
         pytest.skip("needs espeak-ng and sox")
     catalogue = Catalogue.load()
-    text = default_policy_path().read_text().replace("[hours]\nenabled = true", "[hours]\nenabled = false")
-    policy = parse_policy(text, catalogue=catalogue)
+    policy = bundled_policy_always_open()
     results: list[CallResult] = []
     ami_port = free_port()
     ami = AMIClient(AMIConfig(port=ami_port, secret=AMI_SECRET, backoff_initial=0.2, backoff_max=1.0))
@@ -437,9 +434,7 @@ async def test_queue_events_and_call_outcome_on_real_asterisk(asterisk_binary: P
     from agi_router.queues.model import QueueModel
     from agi_router.queues.outcomes import CallOutcome, OutcomeTracker
 
-    catalogue = Catalogue.load()
-    text = default_policy_path().read_text().replace("[hours]\nenabled = true", "[hours]\nenabled = false")
-    policy = parse_policy(text, catalogue=catalogue)
+    policy = bundled_policy_always_open()
     ami_port = free_port()
     ami = AMIClient(AMIConfig(port=ami_port, secret=AMI_SECRET))
     model = QueueModel()

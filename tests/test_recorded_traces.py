@@ -21,10 +21,10 @@ from agi_router.agi.server import AGIServer, AGIServerConfig
 from agi_router.callflow.capture import ChainedCapture, DTMFMenuCapture, DTMFMenuConfig, HintCapture
 from agi_router.callflow.flow import CallFlow, PolicyHolder
 from agi_router.motives.catalogue import Catalogue
-from agi_router.policy.config import default_policy_path, parse_policy
 from agi_router.policy.model import AccountFacts
 from agi_router.privacy import Pseudonymizer
 from agi_router.state.memory import InMemoryCallerMemory
+from tests.conftest import bundled_policy_always_open
 from tests.doubles import StubDirectory
 from tests.fakeasterisk import environment
 
@@ -122,8 +122,7 @@ def groups() -> dict[str, list[Path]]:
 @pytest.mark.parametrize("group", sorted(groups()), ids=str)
 async def test_router_replays_identically(group: str) -> None:
     catalogue = Catalogue.load()
-    text = default_policy_path().read_text().replace("[hours]\nenabled = true", "[hours]\nenabled = false")
-    policy = parse_policy(text, catalogue=catalogue)
+    policy = bundled_policy_always_open()
     now = [datetime(2026, 11, 24, 10, 0, tzinfo=UTC)]
 
     flow = CallFlow(
