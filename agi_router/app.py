@@ -30,6 +30,7 @@ from .directory.http import HTTPDirectory
 from .directory.sqlite import SQLiteDirectory
 from .exceptions import ConfigError, DirectoryError
 from .media.rtp import PortPool
+from .metrics import MetricsServer, RouterMetrics, TimedDirectory, TimedMemory, TimedSms
 from .motives.catalogue import Catalogue
 from .policy.config import load_policy
 from .policy.engine import is_open
@@ -81,6 +82,25 @@ class Router:
     callbacks: CallbackPlacer | None = None
     outcomes: OutcomeTracker | None = None
     audit: AuditLog | None = None
+    metrics: RouterMetrics | None = None
+    queues: QueueModel | None = None
+
+    def health(self) -> dict[str, object]:
+        """/healthz: "ok", or "degraded" (calls are routed, something is missing: AMI down...)."""
+        from .ami.client import AMIState
+
+        state: dict[str, object] = {
+            "status": "ok",
+            "agi_sessions_active": self.server.active,
+            "policy": self.policy.current.label,
+        }
+        if self.ami is not None:
+            state["ami"] = self.ami.state.value
+            if self.ami.state is not AMIState.CONNECTED:
+                state["status"] = "degraded"
+        if self.queues is not None:
+            state["queues_fresh"] = self.queues.synced
+        return state
 
     def reload_policy(self) -> bool:
         """Load the policy file again; a file that fails validation never replaces the running one."""
@@ -130,13 +150,17 @@ def build_router(settings: Settings) -> Router:
         )
     else:
         directory = NoDirectory()
+    metrics = RouterMetrics()
+    if not isinstance(directory, NoDirectory):
+        directory = TimedDirectory(directory, metrics, ds.backend)
     memory: CallerMemory
     if settings.state.backend == "redis":
         memory = RedisCallerMemory(settings.state.redis_url, timeout=settings.state.timeout_ms / 1000)
     else:
         memory = InMemoryCallerMemory()
+    memory = TimedMemory(memory, metrics, settings.state.backend)
     sms: SmsSender = (
-        HTTPSmsGateway(settings.sms.url, timeout=settings.sms.timeout_ms / 1000)
+        TimedSms(HTTPSmsGateway(settings.sms.url, timeout=settings.sms.timeout_ms / 1000), metrics)
         if settings.sms.backend == "http"
         else NoSms()
     )
@@ -177,7 +201,7 @@ def build_router(settings: Settings) -> Router:
         sms=sms,
         queue_state=queue_model.snapshot if queue_model is not None else None,
         callbacks=placer.store if placer is not None else None,
-        on_result=_both(audit.write, outcomes.on_result if outcomes is not None else None),
+        on_result=_all(audit.write, metrics.observe_call, outcomes.on_result if outcomes is not None else None),
     )
     a = settings.agi
     server = AGIServer(
@@ -190,14 +214,31 @@ def build_router(settings: Settings) -> Router:
             command_timeout=a.command_timeout,
         ),
     )
-    return Router(settings, catalogue, policy, server, flow, directory, memory, ami, speech, placer, outcomes, audit)
+    src = metrics.sources
+    src.server, src.ami, src.queues, src.placer, src.speech = server, ami, queue_model, placer, speech
+    src.callback_store = placer.store if placer is not None else None
+    src.policy, src.catalogue_version = policy, catalogue.version
+    return Router(
+        settings,
+        catalogue,
+        policy,
+        server,
+        flow,
+        directory,
+        memory,
+        ami,
+        speech,
+        placer,
+        outcomes,
+        audit,
+        metrics,
+        queue_model,
+    )
 
 
-def _both(
-    first: Callable[[CallResult], None], second: Callable[[CallResult], None] | None
-) -> Callable[[CallResult], None]:
+def _all(*consumers: Callable[[CallResult], None] | None) -> Callable[[CallResult], None]:
     def run(r: CallResult) -> None:
-        for f in (first, second):
+        for f in consumers:
             if f is None:
                 continue
             try:
@@ -294,6 +335,10 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
         router.callbacks.start()
     sweeper = asyncio.create_task(_sweep(router.outcomes)) if router.outcomes is not None else None
     await router.server.start()
+    http: MetricsServer | None = None
+    if settings.metrics.enabled and router.metrics is not None:
+        http = MetricsServer(router.metrics, settings.metrics.host, settings.metrics.port, health=router.health)
+        await http.start()
     log.info(
         "agi-router ready: policy %s, catalogue %s (%d motives), state=%s, directory=%s",
         router.policy.current.label,
@@ -317,4 +362,6 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None
         log.info("shutting down: %d call(s) in progress get a grace period", router.server.active)
         if sweeper is not None:
             sweeper.cancel()
+        if http is not None:
+            await http.close()
         await router.close()

@@ -20,6 +20,7 @@ __all__ = [
     "DirectorySettings",
     "FlowSettings",
     "LogSettings",
+    "MetricsSettings",
     "Settings",
     "SmsSettings",
     "SpeechSettings",
@@ -108,6 +109,13 @@ class SmsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    enabled: bool = True  # GET /metrics (Prometheus) and /healthz
+    host: str = "127.0.0.1"
+    port: int = 9646
+
+
+@dataclass(frozen=True, slots=True)
 class LogSettings:
     level: str = "INFO"
     json: bool = False
@@ -127,6 +135,7 @@ class Settings:
     sms: SmsSettings = field(default_factory=SmsSettings)
     ami: AMISettings = field(default_factory=AMISettings)
     speech: SpeechSettings = field(default_factory=SpeechSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: str = "<defaults>"
 
@@ -251,6 +260,14 @@ def load_settings(path: Path | None = None) -> Settings:
         raise sp.err("jitter_packets", "must be 0 or a power of 2")
     sp.finish()
 
+    me = root.table("metrics")
+    metrics = MetricsSettings(
+        enabled=me.get("enabled", bool, d.metrics.enabled),
+        host=me.get("host", str, d.metrics.host),
+        port=me.int_range("port", 0, 65535, d.metrics.port),
+    )
+    me.finish()
+
     lg = root.table("log")
     logs = LogSettings(
         level=lg.choice("level", ("DEBUG", "INFO", "WARNING", "ERROR"), d.log.level),
@@ -271,6 +288,7 @@ def load_settings(path: Path | None = None) -> Settings:
         sms=sms,
         ami=ami,
         speech=speech,
+        metrics=metrics,
         log=logs,
         source=f,
     )

@@ -23,6 +23,7 @@ Every error the router raises on purpose derives from :class:`RouterError`::
     │   ├── AMITimeout              an action got no response in time
     │   └── AMIActionError          Asterisk answered ``Response: Error``
     ├── MediaError                  the RTP media endpoint cannot run (no free port, no peer yet)
+    ├── RecognitionError            the speech recogniser failed on an utterance (caller -> DTMF menu)
     ├── DirectoryError              the account directory could not answer
     │   ├── DirectoryTimeout        it did not answer within its time budget
     │   └── DirectoryImportError    a CSV import was refused (nothing was imported)
@@ -60,6 +61,7 @@ __all__ = [
     "MediaError",
     "NumberFormatError",
     "PolicyError",
+    "RecognitionError",
     "RouterError",
     "StateStoreError",
 ]
@@ -178,6 +180,11 @@ class MediaError(RouterError):
     """The RTP media endpoint cannot run: no free port, nothing to send to yet.
 
     Garbage or foreign packets are never raised: they are counted and dropped."""
+
+
+class RecognitionError(RouterError):
+    """The recogniser raised on an utterance (model fault, worker gone). The caller gets the DTMF
+    menu; the original exception is the ``__cause__``."""
 
 
 class DirectoryError(RouterError):

@@ -165,3 +165,53 @@ async def test_ami_down_skips_speech(rig: Rig) -> None:
     ch = await rig.call(dtmf=["3", "1"])
     assert rig.pbx.legs == []
     assert ch.variables["ROUTER_MOTIVE"] == "attestation_droits"  # by the DTMF menu
+
+
+async def test_speech_metrics_from_real_rtp_legs(rig: Rig) -> None:
+    """What ops see of live audio: rounds by outcome, recognition and end-of-speech timings, RTP
+    packets and loss, VAD frames; the legs' ports are back in the pool afterwards."""
+    from agi_router.metrics import RouterMetrics
+
+    metrics = RouterMetrics()
+    metrics.sources.speech = rig.speech
+    utterance = np.concatenate([speak(SENTENCE), silence(1500)])
+    n = len(utterance) // 160
+    rig.pbx.rounds = [CallerScript(audio=utterance, drop=set(range(20, n, 17)), garbage_every=10)]
+    await rig.call()
+    rig.pbx.rounds = [CallerScript(), CallerScript()]
+    await rig.call(uniqueid="2")
+    for r in rig.results:
+        metrics.observe_call(r)
+
+    def get(name: str, **labels: str) -> float:
+        return metrics.registry.get_sample_value(name, labels) or 0.0
+
+    assert get("agi_router_speech_rounds_total", outcome="recognised") == 1
+    assert get("agi_router_speech_rounds_total", outcome="no_input") == 2
+    assert get("agi_router_dtmf_fallbacks_total") == 1
+    assert get("agi_router_recognition_seconds_count") == 1
+    assert 0.04 <= get("agi_router_recognition_seconds_sum") < 1.0  # the stand-in takes 50 ms
+    # end of speech is declared one hangover (500 ms) after the last voiced frame, plus the lag
+    assert 0.45 <= get("agi_router_end_of_speech_delay_seconds_sum") < 0.9
+    packets_in = get("agi_router_rtp_packets_total", direction="in")
+    assert packets_in > 60  # the capture stops at end of speech, before the caller's trailing silence
+    assert get("agi_router_rtp_packets_total", direction="out") > 0  # the prompt, until barge-in
+    assert get("agi_router_rtp_lost_packets_total") >= 2
+    assert get("agi_router_rtp_dropped_packets_total", reason="garbage") >= 5
+    assert packets_in * 0.9 <= get("agi_router_vad_frames_total") <= packets_in  # a frame per packet played out
+    assert 0 < get("agi_router_vad_voiced_frames_total") < get("agi_router_vad_frames_total")
+    assert get("agi_router_media_streams_active") == 0 and get("agi_router_rtp_ports_in_use") == 0
+    assert get("agi_router_rtp_jitter_seconds_count") >= 1
+
+
+async def test_recogniser_fault_sends_the_caller_to_the_dtmf_menu(rig: Rig) -> None:
+    class Broken:
+        async def recognize(self, pcm: np.ndarray) -> Recognition:
+            raise RuntimeError("model worker died")
+
+    rig.speech.recognizer = Broken()
+    rig.pbx.rounds = [CallerScript(audio=np.concatenate([speak(SENTENCE), silence(1500)]))]
+    ch = await rig.call(dtmf=["3", "1"])
+    assert ch.variables["ROUTER_MOTIVE"] == "attestation_droits"  # by the DTMF menu, no second round
+    assert len(rig.pbx.legs) == 1 and rig.speech.totals.recognizer_errors == 1
+    assert [r.outcome for r in rig.results[-1].speech_rounds] == ["error"]

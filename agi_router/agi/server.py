@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -99,10 +100,18 @@ class AGIServer:
         self.routes = dict(routes)
         self.fallback = fallback or FallbackRoute()
         self.active = 0
-        self.overloads = 0
-        self.header_errors = 0
+        self.sessions = 0  # accepted and handed to a route
+        self.errors: Counter[str] = Counter()  # kind -> count (header_timeout, bad_header, overload, ...)
         self._server: asyncio.base_events.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def header_errors(self) -> int:
+        return sum(n for kind, n in self.errors.items() if kind.startswith("header") or kind == "bad_header")
+
+    @property
+    def overloads(self) -> int:
+        return self.errors["overload"]
 
     @property
     def sockets(self) -> tuple[tuple[str, int], ...]:
@@ -167,12 +176,12 @@ class AGIServer:
                 max_lines=cfg.header_max_lines,
             )
         except (AGIConnectionClosed, AGITimeout) as exc:
-            self.header_errors += 1
+            self.errors["header_timeout" if isinstance(exc, AGITimeout) else "header_closed"] += 1
             log.warning("AGI header from %s not received: %s", peer, exc)
             return
         except AGIError as exc:
             # A channel is waiting on the other side: route it to a human rather than drop it.
-            self.header_errors += 1
+            self.errors["bad_header"] += 1
             log.warning("bad AGI header from %s: %s; writing the fallback route", peer, exc)
             consumed = getattr(exc, "consumed", True)
             if consumed or await _skip_to_blank_line(reader, timeout=0.5, max_bytes=1 << 20):
@@ -181,21 +190,25 @@ class AGIServer:
             return
         session = AGISession(reader, writer, env, command_timeout=cfg.command_timeout)
         if self.active >= cfg.max_sessions:
-            self.overloads += 1
+            self.errors["overload"] += 1
             log.warning("overload: %d sessions active, fallback for %s", self.active, env.uniqueid)
             await self.fallback.apply(session, "overload")
             return
         handler = self.routes.get(env.network_script)
         if handler is None:
+            self.errors["unknown_script"] += 1
             log.warning("no route for AGI script %r (uniqueid %s)", env.network_script, env.uniqueid)
             await self.fallback.apply(session, "unknown_script")
             return
         self.active += 1
+        self.sessions += 1
         try:
             await handler(session)
         except AGIError as exc:
+            self.errors["session_" + type(exc).__name__.removeprefix("AGI").lower()] += 1
             log.info("AGI session %s ended: %s", env.uniqueid, exc)
         except Exception:
+            self.errors["handler_fault"] += 1
             log.exception("handler fault on %s; writing the fallback route", env.uniqueid)
             await self.fallback.apply(session, "internal_error")
         finally:

@@ -10,16 +10,36 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..agi.session import AGISession
 from ..motives.catalogue import Catalogue
 from ..policy.model import MotiveFacts
 
-__all__ = ["CallContext", "ChainedCapture", "DTMFMenuCapture", "DTMFMenuConfig", "HintCapture", "MotiveCapture"]
+__all__ = [
+    "CallContext",
+    "ChainedCapture",
+    "DTMFMenuCapture",
+    "DTMFMenuConfig",
+    "HintCapture",
+    "MotiveCapture",
+    "SpeechRound",
+]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechRound:
+    """One prompt-and-listen round of live-audio capture, as metrics and logs see it."""
+
+    outcome: str  # recognised | no_match | no_input | dtmf | human_request | max_length | error
+    confidence: float | None = None
+    recognition_s: float | None = None  # the recogniser's own run time for the utterance used
+    endpoint_delay_s: float | None = None  # end of the last voiced frame -> end of speech declared
+    barged_in: bool = False
+    jitter_s: float | None = None  # RFC 3550 interarrival jitter of the leg at its end
 
 
 @dataclass(slots=True)
@@ -30,6 +50,7 @@ class CallContext:
     hint: str = ""  # motive id given by the dialplan (first AGI argument), if any
     pending_digits: str = ""  # DTMF the caller typed during speech capture, not yet used
     speech_ended_at: float | None = None  # time.monotonic() at the end of the recognised utterance
+    speech_rounds: list[SpeechRound] = field(default_factory=list)
 
 
 class MotiveCapture(Protocol):

@@ -34,7 +34,7 @@ from ..policy.model import AccountFacts, Action, CallFacts, Decision, MotiveFact
 from ..privacy import WITHHELD, Pseudonymizer
 from ..sms import NoSms, SmsError, SmsSender, is_mobile
 from ..state.base import CallerMemory
-from .capture import CallContext, MotiveCapture
+from .capture import CallContext, MotiveCapture, SpeechRound
 
 __all__ = ["CallFlow", "CallFlowConfig", "CallResult", "PolicyHolder"]
 
@@ -79,6 +79,7 @@ class CallResult:
     facts: CallFacts | None = None  # what the policy was given (for the audit trail)
     errors: list[str] = field(default_factory=list)
     sms: str | None = None  # "sent" or "failed" when the decision included an SMS
+    speech_rounds: list[SpeechRound] = field(default_factory=list)  # live-audio rounds, in order
 
 
 class CallFlow:
@@ -127,6 +128,7 @@ class CallFlow:
         caller = self.pseudonymizer.of_e164(e164) if e164 else WITHHELD
         result = CallResult(call_id=env.uniqueid, caller=caller)
         ctx = CallContext(env.uniqueid, caller, env.language, hint=(env.args[0] if env.args else ""))
+        result.speech_rounds = ctx.speech_rounds
         account_task = asyncio.create_task(self._lookup(e164, caller, result))
         try:
             async with asyncio.timeout(self.config.call_deadline):

@@ -30,8 +30,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ..agi.session import AGISession
-from ..exceptions import AGIError, MediaError
-from ..media.rtp import PortPool, RtpFrame, RtpStream, open_rtp_stream
+from ..exceptions import AGIError, MediaError, RecognitionError
+from ..media.rtp import PortPool, RtpFrame, RtpStats, RtpStream, open_rtp_stream
 from ..policy.model import MotiveFacts
 from ..speech.endpointer import (
     Endpointer,
@@ -44,10 +44,10 @@ from ..speech.endpointer import (
     SpeechResumed,
     SpeechStart,
 )
-from .capture import CallContext
+from .capture import CallContext, SpeechRound
 from .legs import LegRegistry, LegWatch
 
-__all__ = ["MotiveRecognizer", "Recognition", "RoundOutcome", "SpeechCapture", "SpeechConfig"]
+__all__ = ["MediaTotals", "MotiveRecognizer", "Recognition", "RoundOutcome", "SpeechCapture", "SpeechConfig"]
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +88,48 @@ class RoundOutcome:
     digits: str = ""
     no_input: bool = False
     speech_end_at: float | None = None  # time.monotonic() of the end of speech
+    max_length: bool = False
     frames: int = 0
     barged_in: bool = False
+    recognition_s: float | None = None  # run time of the recognition whose result was used
+    endpoint_delay_s: float | None = None  # end of the last voiced frame -> SpeechEnd handled
+    jitter_s: float | None = None  # the leg's interarrival jitter when it closed (None: no packet)
     stats: dict[str, object] = field(default_factory=dict)
+
+    def summary(self) -> SpeechRound:
+        r = self.recognition
+        if self.digits:
+            kind = "dtmf"
+        elif self.no_input:
+            kind = "no_input"
+        elif r is not None and r.human_requested:
+            kind = "human_request"
+        elif r is not None and r.motive_id:
+            kind = "recognised"
+        elif r is not None:
+            kind = "no_match"
+        else:
+            kind = "max_length" if self.max_length else "no_input"
+        return SpeechRound(
+            kind,
+            r.confidence if r is not None else None,
+            self.recognition_s,
+            self.endpoint_delay_s,
+            self.barged_in,
+            self.jitter_s,
+        )
+
+
+@dataclass(slots=True)
+class MediaTotals:
+    """Counters over every capture leg since start: closed legs are folded into ``rtp``; the
+    legs in progress are in ``SpeechCapture.streams`` (metrics add both at scrape time)."""
+
+    rtp: RtpStats = field(default_factory=RtpStats)
+    vad_frames: int = 0
+    vad_voiced_frames: int = 0
+    rounds: int = 0
+    recognizer_errors: int = 0
 
 
 class SpeechCapture:
@@ -110,7 +149,9 @@ class SpeechCapture:
         self.config = config or SpeechConfig()
         self.prompt = prompt
         self.reprompt = reprompt
-        self.rounds: list[RoundOutcome] = []  # last rounds, for tests and metrics
+        self.rounds: list[RoundOutcome] = []  # last rounds, for tests and logs
+        self.streams: set[RtpStream] = set()  # capture legs in progress
+        self.totals = MediaTotals()
 
     async def capture(self, session: AGISession, call: CallContext) -> MotiveFacts | None:
         if not self.legs.available:
@@ -122,8 +163,14 @@ class SpeechCapture:
             except MediaError as exc:
                 log.warning("speech capture unavailable for %s: %s", call.call_id, exc)
                 return None
+            except RecognitionError as exc:
+                self.totals.recognizer_errors += 1
+                call.speech_rounds.append(SpeechRound("error"))
+                log.error("recogniser failed for %s, DTMF menu instead: %r", call.call_id, exc.__cause__)
+                return None
             self.rounds.append(outcome)
             del self.rounds[:-100]
+            call.speech_rounds.append(outcome.summary())
             if outcome.digits:
                 call.pending_digits = outcome.digits
                 return None
@@ -148,6 +195,7 @@ class SpeechCapture:
             jitter_packets=cfg.jitter_packets,
             frame_ms=cfg.endpointer.frame_ms,  # the endpointer takes frames of exactly this length
         )
+        self.streams.add(stream)
         watch = self.legs.watch(stream.local_port, session.env.channel)
         dial = f"UnicastRTP/{cfg.advertise_host}:{stream.local_port}/c(ulaw),,gL({cfg.leg_max_ms})"
         exec_task = asyncio.create_task(session.exec("Dial", dial, timeout=cfg.leg_max_ms / 1000 + 5))
@@ -167,7 +215,11 @@ class SpeechCapture:
                 prompt_ms = len(prompt) / 8
             ep_cfg = cfg.endpointer
             ep = Endpointer(EndpointerConfig(**{**_fields(ep_cfg), "no_input_ms": int(prompt_ms) + cfg.no_input_ms}))
-            await self._listen(stream, watch, ep, exec_task, barge, outcome)
+            try:
+                await self._listen(stream, watch, ep, exec_task, barge, outcome)
+            finally:
+                self.totals.vad_frames += ep.frames_seen
+                self.totals.vad_voiced_frames += ep.voiced_frames
         finally:
             barge.set()
             if play_task is not None:
@@ -179,7 +231,12 @@ class SpeechCapture:
             finally:
                 stream.close()
                 self.legs.forget(watch)
+                self.streams.discard(stream)
                 st = stream.stats
+                self.totals.rtp.accumulate(st)
+                self.totals.rounds += 1
+                if st.packets:
+                    outcome.jitter_s = st.jitter_ms / 1000
                 outcome.stats = {
                     "packets": st.packets,
                     "lost": st.lost,
@@ -231,6 +288,8 @@ class SpeechCapture:
                 else:
                     events = ep.tick(now_ms)
                 for ev in events:
+                    if isinstance(ev, SpeechEnd):  # the endpointer's clock is ms since t0
+                        outcome.endpoint_delay_s = max(0.0, loop.time() - t0 - ev.end_ms / 1000)
                     result = await self._on_event(ev, barge, outcome, speculative)
                     if isinstance(result, asyncio.Task):
                         speculative = result
@@ -254,24 +313,36 @@ class SpeechCapture:
                 outcome.barged_in = True
             barge.set()
         elif isinstance(ev, SpeechPause):
-            return asyncio.create_task(self.recognizer.recognize(ev.audio))
+            return asyncio.create_task(self._recognize(ev.audio, outcome))
         elif isinstance(ev, SpeechResumed):
             if speculative is not None:
                 speculative.cancel()
             return "resumed"
         elif isinstance(ev, SpeechEnd | MaxLength):
             outcome.speech_end_at = time.monotonic()
+            outcome.max_length = isinstance(ev, MaxLength)
             if isinstance(ev, SpeechEnd) and speculative is not None:
                 outcome.recognition = await speculative
             else:
                 if speculative is not None:
                     speculative.cancel()
-                outcome.recognition = await self.recognizer.recognize(ev.audio)
+                outcome.recognition = await self._recognize(ev.audio, outcome)
             return "done"
         elif isinstance(ev, NoInput):
             outcome.no_input = True
             return "done"
         return None
+
+    async def _recognize(self, pcm: Pcm, outcome: RoundOutcome) -> Recognition:
+        t = time.perf_counter()
+        try:
+            r = await self.recognizer.recognize(pcm)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise RecognitionError(f"recogniser failed on {len(pcm) / 8000:.1f} s of audio") from exc
+        outcome.recognition_s = time.perf_counter() - t  # the last one run is the one used
+        return r
 
     async def _end_leg(self, watch: LegWatch, exec_task: asyncio.Task[int]) -> None:
         if not exec_task.done():

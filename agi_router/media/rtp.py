@@ -77,6 +77,26 @@ class RtpStats:
         if len(self.errors) < 10:
             self.errors.append(reason)
 
+    COUNTERS = (
+        "packets",
+        "bytes",
+        "garbage",
+        "foreign_source",
+        "foreign_ssrc",
+        "unsupported_pt",
+        "duplicates",
+        "late",
+        "reordered",
+        "lost",
+        "queue_overflow",
+        "sent",
+    )
+
+    def accumulate(self, other: RtpStats) -> None:
+        """Add ``other``'s counters to these (totals over closed streams)."""
+        for name in self.COUNTERS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
 
 class PortPool:
     """Even UDP ports in ``[start, end)`` for RTP (RTCP would use port+1, which stays free).

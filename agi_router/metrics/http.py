@@ -1,0 +1,105 @@
+"""The router's HTTP endpoint for operations: ``GET /metrics`` (Prometheus text format) and
+``GET /healthz`` (JSON, 200 while the router accepts calls).
+
+A few lines of asyncio rather than prometheus_client's threaded server: the collectors read
+state owned by the event loop (queue model, live RTP legs), so they must run on it. One request
+per connection, a deadline and a size limit on the request head; nothing else is served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import generate_latest
+
+from .instruments import RouterMetrics
+
+__all__ = ["MetricsServer"]
+
+log = logging.getLogger(__name__)
+
+# generate_latest() writes the classic text format; say so (prometheus_client >= 0.22 announces
+# "version=1.0.0", which Prometheus 2.x, as packaged by Debian 12, does not know)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+
+
+class MetricsServer:
+    def __init__(
+        self,
+        metrics: RouterMetrics,
+        host: str = "127.0.0.1",
+        port: int = 9646,
+        *,
+        health: Callable[[], dict[str, Any]] | None = None,
+        head_timeout: float = 5.0,
+        head_max_bytes: int = 8192,
+    ) -> None:
+        self.metrics = metrics
+        self.host, self.port = host, port
+        self.health = health or (lambda: {"status": "ok"})
+        self.head_timeout = head_timeout
+        self.head_max_bytes = head_max_bytes
+        self._server: asyncio.base_events.Server | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._server is not None, "not started"
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return host, port
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._on_connect, self.host, self.port, limit=self.head_max_bytes, reuse_address=True
+        )
+        log.info("metrics on http://%s:%d/metrics", *self.address)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            try:
+                async with asyncio.timeout(self.head_timeout):
+                    head = await reader.readuntil(b"\r\n\r\n")
+            except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+                return
+            status, ctype, body = self._answer(head)
+            method = head.split(b" ", 1)[0]
+            writer.write(
+                f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            )
+            if method != b"HEAD":
+                writer.write(body)
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+        finally:
+            writer.close()
+
+    def _answer(self, head: bytes) -> tuple[int, str, bytes]:
+        try:
+            method, target, _version = head.split(b"\r\n", 1)[0].decode("ascii").split(" ")
+        except (UnicodeDecodeError, ValueError):
+            return 400, "text/plain", b"bad request\n"
+        path = target.split("?", 1)[0]
+        if path not in ("/metrics", "/healthz"):
+            return 404, "text/plain", b"not found: try /metrics or /healthz\n"
+        if method not in ("GET", "HEAD"):
+            return 405, "text/plain", b"GET only\n"
+        if path == "/metrics":
+            return 200, CONTENT_TYPE, generate_latest(self.metrics.registry)
+        try:
+            state = self.health()
+        except Exception as exc:  # a health probe never crashes the endpoint
+            log.exception("health check failed")
+            state = {"status": "error", "error": repr(exc)}
+        code = 200 if state.get("status") in ("ok", "degraded") else 503
+        return code, "application/json", (json.dumps(state, sort_keys=True) + "\n").encode()
