@@ -155,6 +155,7 @@ async def test_fallback_and_dependency_errors_are_counted(live: Live) -> None:
     live.router.flow.directory.inner = Broken()  # type: ignore[attr-defined]
     ch = await live.call(ACTIVE, "1.1", "attestation_droits")
     assert ch.variables["ROUTER_ACTION"] == "queue"  # unknown account status: never deflected
+
     class Faulty:  # a bug (not a StateStoreError): an internal fault mid-call
         async def history(self, *a: object) -> tuple[()]:
             raise RuntimeError("bug")
@@ -194,7 +195,7 @@ async def test_healthz_and_http_edge_cases(live: Live) -> None:
     assert (await r.read()).startswith(b"HTTP/1.1 400")
     w.close()
     # a client that sends half a request and stalls does not block the next scrape
-    r2, w2 = await asyncio.open_connection(host, port)
+    _r2, w2 = await asyncio.open_connection(host, port)
     w2.write(b"GET /metr")
     await w2.drain()
     assert (await http_get(host, port, "/metrics"))[0] == 200
