@@ -5,6 +5,7 @@ requests."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -69,8 +70,10 @@ class Live:
         return await run_call("127.0.0.1", self.agi_port, ch)
 
 
-@pytest.fixture
-async def live(tmp_path: Path) -> AsyncIterator[Live]:
+@contextlib.asynccontextmanager
+async def live_router(tmp_path: Path) -> AsyncIterator[Live]:
+    """The router as `agi-router serve` builds it (bundled policy without opening hours, SQLite
+    directory with one active account, in-process memory, no AMI), FastAGI and /metrics on free ports."""
     policy = tmp_path / "policy.toml"
     text = default_policy_path().read_text().replace("[hours]\nenabled = true", "[hours]\nenabled = false")
     policy.write_text(text)
@@ -92,6 +95,12 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
     finally:
         await http.close()
         await router.close()
+
+
+@pytest.fixture
+async def live(tmp_path: Path) -> AsyncIterator[Live]:
+    async with live_router(tmp_path) as rig:
+        yield rig
 
 
 async def test_metrics_follow_the_2024_sequence_and_errors(live: Live) -> None:
