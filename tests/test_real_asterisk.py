@@ -377,6 +377,23 @@ async def test_live_audio_capture_on_real_asterisk(speech_stack: SpeechStack) ->
         f"prompt frames sent {sent}, stats {outcome.stats}"
     )
     s.stack.proxy.save("speech-capture")
+    # what Prometheus sees of this real call
+    from agi_router.metrics import RouterMetrics
+
+    m = RouterMetrics()
+    m.sources.speech = s.speech
+    m.observe_call(r)
+
+    def get(name: str, **labels: str) -> float:
+        return m.registry.get_sample_value(name, labels) or 0.0
+
+    assert get("agi_router_speech_rounds_total", outcome="recognised") == 1
+    assert get("agi_router_rtp_packets_total", direction="out") == sent
+    assert get("agi_router_rtp_packets_total", direction="in") > 50 and get("agi_router_rtp_lost_packets_total") == 0
+    assert get("agi_router_vad_voiced_frames_total") > 20
+    assert 0.4 < get("agi_router_end_of_speech_delay_seconds_sum") < 1.0  # the 550 ms hangover + lag
+    assert get("agi_router_speech_to_route_seconds_bucket", le="0.1") == 1
+    assert get("agi_router_media_streams_active") == 0
 
 
 async def test_callback_placed_through_real_originate(asterisk_binary: Path, tmp_path: Path) -> None:
