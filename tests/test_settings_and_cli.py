@@ -100,11 +100,14 @@ async def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 
 async def test_serve_process_end_to_end(tmp_path: Path) -> None:
     """`agi-router serve` on embedded defaults: a call is routed, a bad policy file on SIGHUP is
     refused while calls keep flowing, a good one replaces it, SIGTERM stops it cleanly."""
-    port = _free_port()
+    port, metrics_port = _free_port(), _free_port()
     policy = tmp_path / "policy.toml"
     policy.write_text((ROOT / "agi_router/data/policy-3646-2024.toml").read_text())
     cfg = tmp_path / "router.toml"
-    cfg.write_text(f'data_dir = "{tmp_path / "var"}"\npolicy_file = "{policy}"\n[agi]\nport = {port}\n')
+    cfg.write_text(
+        f'data_dir = "{tmp_path / "var"}"\npolicy_file = "{policy}"\n[agi]\nport = {port}\n'
+        f"[metrics]\nport = {metrics_port}\n"
+    )
     csv = tmp_path / "accounts.csv"
     csv.write_text("number,last_login\n0612345678,2026-10-01\n")
     env = {**os.environ, "AGI_ROUTER_CONFIG": str(cfg)}
@@ -124,6 +127,15 @@ async def test_serve_process_end_to_end(tmp_path: Path) -> None:
         assert ch.variables["ROUTER_DONE"] == "1" and ch.variables["ROUTER_ACTION"] in ("queue", "closed")
         label = ch.variables["ROUTER_POLICY"]
         assert label.startswith("3646-2024@1+")
+        from tests.test_metrics import http_get, samples, value
+
+        status, _h, body = await http_get("127.0.0.1", metrics_port, "/metrics")
+        m = samples(body.decode())
+        assert status == 200 and value(m, "agi_router_calls_total", result="decided") == 1
+        assert [dict(labels)["version"] for name, labels in m if name == "agi_router_policy_info"] == [label]
+        assert "612345678" not in body.decode()
+        status, _h, body = await http_get("127.0.0.1", metrics_port, "/healthz")
+        assert status == 200 and b'"degraded"' in body  # no Asterisk here: AMI is down
 
         policy.write_text("[policy]\nid = 'broken'\n")
         proc.send_signal(signal.SIGHUP)
