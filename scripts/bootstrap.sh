@@ -41,7 +41,7 @@ if [ "$mode" = serve ]; then
 fi
 
 # test: the Debian packages the suite drives for real
-ensure_debs $(grep -v '^\s*#' scripts/test-debs.txt | tr '\n' ' ')
+ensure_debs $(sed 's/#.*//' scripts/test-debs.txt | tr '\n' ' ')
 $VPY -m pip install -q -e ".[test]"
 # static checks first: they take seconds and catch what tests would only find at run time
 .venv/bin/ruff check agi_router tests benchmarks monitoring
