@@ -127,50 +127,42 @@ class RouterMetrics:
         self.dtmf_fallbacks = Counter(
             p + "dtmf_fallbacks", "Calls where speech was tried and the DTMF menu gave the motive", registry=r
         )
-        self.confidence = Histogram(
-            p + "motive_confidence", "Classifier confidence of recognised motives", buckets=CONFIDENCE_BUCKETS,
-            registry=r,
-        )  # fmt: skip
+
+        def histogram(
+            name: str, doc: str, labels: tuple[str, ...] = (), buckets: tuple[float, ...] = LATENCY_BUCKETS
+        ) -> Histogram:
+            return Histogram(p + name, doc, labels, buckets=buckets, registry=r)
+
+        self.confidence = histogram(
+            "motive_confidence", "Classifier confidence of recognised motives", buckets=CONFIDENCE_BUCKETS
+        )
         # latency
-        self.decision_seconds = Histogram(
-            p + "decision_seconds", "Motive known -> decision made (history, directory wait, policy)",
-            buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.speech_to_route_seconds = Histogram(
-            p + "speech_to_route_seconds", "End of speech -> routing variables written",
-            buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.recognition_seconds = Histogram(
-            p + "recognition_seconds", "Recogniser + classifier run time per utterance used",
-            buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.end_of_speech_delay_seconds = Histogram(
-            p + "end_of_speech_delay_seconds", "Last voiced audio -> end of speech declared (VAD hangover + lag)",
-            buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.rtp_jitter_seconds = Histogram(
-            p + "rtp_jitter_seconds", "RFC 3550 interarrival jitter of each capture leg at its end",
-            buckets=JITTER_BUCKETS, registry=r,
-        )  # fmt: skip
+        self.decision_seconds = histogram(
+            "decision_seconds", "Motive known -> decision made (history, directory wait, policy)"
+        )
+        self.speech_to_route_seconds = histogram(
+            "speech_to_route_seconds", "End of speech -> routing variables written"
+        )
+        self.recognition_seconds = histogram(
+            "recognition_seconds", "Recogniser + classifier run time per utterance used"
+        )
+        self.end_of_speech_delay_seconds = histogram(
+            "end_of_speech_delay_seconds", "Last voiced audio -> end of speech declared (VAD hangover + lag)"
+        )
+        self.rtp_jitter_seconds = histogram(
+            "rtp_jitter_seconds", "RFC 3550 interarrival jitter of each capture leg at its end", buckets=JITTER_BUCKETS
+        )
         # dependencies (fed by the Timed* wrappers)
-        self.directory_seconds = Histogram(
-            p + "directory_lookup_seconds", "Account directory lookups", ["backend"], buckets=LATENCY_BUCKETS,
-            registry=r,
-        )  # fmt: skip
+        self.directory_seconds = histogram("directory_lookup_seconds", "Account directory lookups", ("backend",))
         self.directory_errors = Counter(
             p + "directory_errors", "Account directory lookups that failed or timed out", ["backend"], registry=r
         )
-        self.state_seconds = Histogram(
-            p + "state_store_seconds", "Caller-memory store operations", ["backend", "op"], buckets=LATENCY_BUCKETS,
-            registry=r,
-        )  # fmt: skip
+        self.state_seconds = histogram("state_store_seconds", "Caller-memory store operations", ("backend", "op"))
         self.state_errors = Counter(
             p + "state_store_errors", "Caller-memory store operations that failed", ["backend", "op"], registry=r
         )
         self.sms = Counter(p + "sms", "SMS links sent with a deflection, by result", ["result"], registry=r)
-        self.info = Gauge(
-            p + "build_info", "The running agi-router (value 1)", ["version"], registry=r
-        )  # fmt: skip
+        self.info = Gauge(p + "build_info", "The running agi-router (value 1)", ["version"], registry=r)
         self.info.labels(__version__).set(1)
         self.started = Gauge(p + "start_time_seconds", "Unix time the router started", registry=r)
         self.started.set(time.time())
