@@ -165,7 +165,11 @@ def build_router(settings: Settings) -> Router:
         else NoSms()
     )
     fs = settings.flow
-    audit = AuditLog(settings.path(settings.audit_file))
+    audit = AuditLog(
+        settings.path(settings.audit_file),
+        max_bytes=settings.audit_max_mb * 1024 * 1024,
+        backups=settings.audit_backups,
+    )
     ami = build_ami(settings)
     queue_model: QueueModel | None = None
     outcomes: OutcomeTracker | None = None

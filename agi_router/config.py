@@ -128,6 +128,8 @@ class Settings:
     policy_file: Path | None = None  # None: the bundled 2024 policy
     catalogue_file: Path | None = None  # None: the bundled catalogue
     audit_file: Path = Path("audit/decisions.jsonl")
+    audit_max_mb: int = 50  # rotate the audit file at this size
+    audit_backups: int = 20  # rotated files kept (retention by volume: (backups + 1) x max_mb)
     agi: AGISettings = field(default_factory=AGISettings)
     flow: FlowSettings = field(default_factory=FlowSettings)
     state: StateSettings = field(default_factory=StateSettings)
@@ -159,6 +161,8 @@ def load_settings(path: Path | None = None) -> Settings:
     policy_file = root.get("policy_file", str, "")
     catalogue_file = root.get("catalogue_file", str, "")
     audit_file = Path(root.get("audit_file", str, str(d.audit_file)))
+    audit_max_mb = root.int_range("audit_max_mb", 1, 10000, d.audit_max_mb)
+    audit_backups = root.int_range("audit_backups", 0, 10000, d.audit_backups)
 
     a = root.table("agi")
     agi = AGISettings(
@@ -281,6 +285,8 @@ def load_settings(path: Path | None = None) -> Settings:
         policy_file=Path(policy_file) if policy_file else None,
         catalogue_file=Path(catalogue_file) if catalogue_file else None,
         audit_file=audit_file,
+        audit_max_mb=audit_max_mb,
+        audit_backups=audit_backups,
         agi=agi,
         flow=flow,
         state=state,

@@ -119,6 +119,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--sample", type=int, default=120, help="held_out sentences spoken per condition")
     ap.add_argument("--fit-sample", type=int, default=60, help="examples spoken to fit the hybrid")
     ap.add_argument("--k", type=int, default=6, help="text top-K re-scored by phrase scoring")
+    ap.add_argument(
+        "--phrases-all",
+        type=int,
+        default=30,
+        help="held_out utterances (clean) on which phrase scoring alone ranks ALL motives (slow: ~2.5 s each)",
+    )
     ap.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "agi-router-bench-data")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "motives.json")
     args = ap.parse_args(argv)
@@ -282,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "examples": examples,
             }
             print(f"{name}: done", file=sys.stderr)
+            if name == "clean_ulaw" and args.phrases_all:
+                conditions[name]["phrases_all_motives"] = phrases_alone(scorer, cat, utts, args.phrases_all)
         results["audio"] = conditions
     rec.close()
 
@@ -289,6 +297,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print_markdown(results)
     return 0
+
+
+def phrases_alone(scorer: PhraseScorer, cat: Catalogue, utts: Sequence[Utt], n: int) -> dict[str, Any]:
+    """Phrase scoring with no transcript at all: every motive's key phrases against the audio."""
+    ids = list(cat.motives)
+    ins = spaced([u for u in utts if u.label != OOS_ID], n)
+    top1 = top3 = skill = 0
+    lat = []
+    for u in ins:
+        t0 = time.perf_counter()
+        s = scorer.score(u.pcm, ids)
+        lat.append(time.perf_counter() - t0)
+        ranked = sorted(ids, key=lambda m: -s[m])
+        top1 += ranked[0] == u.label
+        top3 += u.label in ranked[:3]
+        skill += cat.motives[ranked[0]].skill == cat.motives[u.label].skill
+    k = max(1, len(ins))
+    return {
+        "utterances": len(ins),
+        "phrases": sum(len(scorer.phrases.get(m, ())) for m in ids),
+        "top1": round(top1 / k, 4),
+        "top3": round(top3 / k, 4),
+        "skill_right": round(skill / k, 4),
+        "latency_ms_p50": round(pct(lat, 50) * 1000, 1),
+    }
 
 
 def print_markdown(r: dict[str, Any]) -> None:
@@ -331,6 +364,13 @@ def print_markdown(r: dict[str, Any]) -> None:
             f"| {name} | (text top-{f['k']} recall {a['text_topk_recall']:.1%}; hybrid extra p50/p99 "
             f"{lat['hybrid_extra_p50']}/{lat['hybrid_extra_p99']} ms) |||||||||"
         )
+        pa = a.get("phrases_all_motives")
+        if pa:
+            print(
+                f"| {name} | phrase scoring alone, all {pa['phrases']} phrases ({pa['utterances']} utt.) | "
+                f"{pa['top1']:.1%} | {pa['top3']:.1%} | (skill right {pa['skill_right']:.1%}) ||||| "
+                f"{pa['latency_ms_p50']} | |"
+            )
 
 
 if __name__ == "__main__":

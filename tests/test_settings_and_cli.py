@@ -27,7 +27,15 @@ def test_example_settings_file_is_the_defaults() -> None:
     d = load_settings(None) if not os.environ.get("AGI_ROUTER_CONFIG") else None
     assert s.agi.port == 4573 and s.state.backend == "memory" and s.directory.backend == "sqlite"
     if d is not None:
-        assert (s.agi, s.flow, s.state, s.directory, s.log) == (d.agi, d.flow, d.state, d.directory, d.log)
+        assert (s.agi, s.flow, s.state, s.directory, s.log, s.metrics) == (
+            d.agi,
+            d.flow,
+            d.state,
+            d.directory,
+            d.log,
+            d.metrics,
+        )
+        assert (s.audit_max_mb, s.audit_backups) == (d.audit_max_mb, d.audit_backups)
 
 
 @pytest.mark.parametrize(
@@ -39,6 +47,8 @@ def test_example_settings_file_is_the_defaults() -> None:
         ('[directory]\nbackend = "http"\n', "directory.http_url: backend = 'http' needs"),
         ("[flow]\ndecision_budget_ms = 50\ndirectory_wait_ms = 60\n", "flow.directory_wait_ms: must be shorter"),
         ("[log]\njson = 'yes'\n", "log.json: must be true or false"),
+        ("audit_backups = -1\n", "audit_backups: must be between 0 and 10000"),
+        ("[metrics]\nport = 'x'\n", "metrics.port"),
         ("port = = 1", "not valid TOML"),
     ],
 )
