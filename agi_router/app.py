@@ -277,7 +277,7 @@ def build_speech(settings: Settings, catalogue: Catalogue, ami: AMIClient | None
     if ami is None:
         log.warning("live audio disabled: it needs AMI ([ami] enabled = false)")
         return None
-    from .motives.classifier import MotiveClassifier
+    from .motives.classifier import MotiveClassifier, load_out_of_scope
     from .speech.model import resolve_model_dir
     from .speech.pipeline import TranscribeThenClassify
     from .speech.recognizer import WhisperRecognizer
@@ -311,7 +311,8 @@ def build_speech(settings: Settings, catalogue: Catalogue, ami: AMIClient | None
     return SpeechCapture(
         LegRegistry(ami),
         PortPool(sp.rtp_port_start, sp.rtp_port_end),
-        TranscribeThenClassify(recognizer, MotiveClassifier(catalogue)),
+        # reject rule chosen on the catalogue's examples AND the bundled out-of-scope [tune] sentences
+        TranscribeThenClassify(recognizer, MotiveClassifier(catalogue, out_of_scope=load_out_of_scope()[0])),
         config,
         prompt=prompt,
         reprompt=reprompt,

@@ -4,7 +4,7 @@
 
 (a) text classifier (:class:`~agi_router.motives.classifier.MotiveClassifier`) on every ``held_out``
     sentence of the bundled catalogue as a perfect transcript: top-1, top-3, accepted-right / misrouted /
-    rejected, and rejection of the ``[held_out]`` out-of-scope sentences (tests/fixtures/out_of_scope.txt);
+    rejected, and rejection of the ``[held_out]`` out-of-scope sentences (agi_router/data/out_of_scope.txt);
     also the numpy logistic regression variant, for comparison.
 (b) a sample of ``held_out`` sentences (evenly spaced, deterministic) spoken by espeak-ng (voices fr+m3,
     fr+f2, fr+m7 in turn, 150/160/170 wpm), sox to 8 kHz telephone band (300-3400 Hz), G.711 µ-law round
@@ -46,7 +46,7 @@ from agi_router.speech.recognizer import WhisperRecognizer
 
 Pcm = npt.NDArray[np.int16]
 ROOT = Path(__file__).resolve().parents[1]
-OOS = ROOT / "tests" / "fixtures" / "out_of_scope.txt"
+OOS = ROOT / "agi_router" / "data" / "out_of_scope.txt"
 VOICES = ("fr+m3", "fr+f2", "fr+m7")
 SPEEDS = (150, 160, 170)
 OOS_ID = "<out_of_scope>"

@@ -15,7 +15,7 @@ for measuring). Start-up costs well under a second for the bundled catalogue's ~
   (minimum log-loss), so 0.8 means about 80 % right on unseen phrasings of the catalogue's own style.
 * Reject (``motive_id=None``): confidence below ``reject_confidence`` or margin to the runner-up below
   ``reject_margin``; both chosen by the same cross-validation plus the ``[tune]`` part of the out-of-scope
-  sentences (``tests/fixtures/out_of_scope.txt``), whose ``[held_out]`` part is never used.
+  sentences (``agi_router/data/out_of_scope.txt``), whose ``[held_out]`` part is never used.
 
 Everything is deterministic: no randomness, folds are by position, ties broken by catalogue order.
 """
@@ -41,6 +41,7 @@ __all__ = [
     "MotiveClassifier",
     "MotiveGuess",
     "RejectRule",
+    "default_out_of_scope_path",
     "load_out_of_scope",
     "normalize",
     "tokens",
@@ -174,10 +175,16 @@ class RejectRule:
         return confidence >= self.min_confidence and confidence - runner_up >= self.min_margin
 
 
-def load_out_of_scope(path: Path) -> tuple[list[str], list[str]]:
+def default_out_of_scope_path() -> Path:
+    """The bundled out-of-scope sentences (``agi_router/data/out_of_scope.txt``)."""
+    return Path(__file__).resolve().parent.parent / "data" / "out_of_scope.txt"
+
+
+def load_out_of_scope(path: Path | None = None) -> tuple[list[str], list[str]]:
     """``(tune, held_out)`` sentences of an out-of-scope file with ``[tune]`` / ``[held_out]`` sections."""
     sections: dict[str, list[str]] = {"tune": [], "held_out": []}
     current = "tune"
+    path = path if path is not None else default_out_of_scope_path()
     for raw in path.read_text(encoding="utf-8").splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -280,12 +287,15 @@ def choose_reject_rule(
     conf_out: npt.NDArray[np.float64],
     runner_out: npt.NDArray[np.float64],
     *,
-    misroute_cost: float = 1.0,
+    misroute_cost: float = 2.0,
     reject_cost: float = 0.5,
     oos_weight: float = 0.5,
 ) -> RejectRule:
     """Grid search of the rule maximising (right routes) - cost x (wrong routes) - cost x (false rejects)
-    on in-scope sentences, plus ``oos_weight`` x (rate of out-of-scope sentences rejected)."""
+    on in-scope sentences, plus ``oos_weight`` x (rate of out-of-scope sentences rejected).
+
+    A wrong route costs 4x a false reject (2.0 vs 0.5): a rejected caller is asked again and then gets the
+    DTMF menu (seconds), a misrouted one waits in the wrong queue or is sent away to the website."""
     best = RejectRule(0.0, 0.0)
     best_u = -math.inf
     for c in np.linspace(0.0, 0.9, 46):
