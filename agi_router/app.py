@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import subprocess
 import wave
 from collections.abc import Callable
 from contextlib import suppress
@@ -36,6 +37,7 @@ from .policy.config import load_policy
 from .policy.engine import is_open
 from .policy.model import AccountFacts
 from .privacy import Pseudonymizer, load_or_create_key
+from .prompts import PromptLengths
 from .queues.model import QueueModel
 from .queues.outcomes import OutcomeTracker
 from .sms import HTTPSmsGateway, NoSms, SmsSender
@@ -188,7 +190,12 @@ def build_router(settings: Settings) -> Router:
     sources: list[MotiveCapture] = [HintCapture()]
     if speech is not None:
         sources.append(speech)
-    sources.append(DTMFMenuCapture(catalogue, DTMFMenuConfig(attempts=fs.menu_attempts, timeout_ms=fs.menu_timeout_ms)))
+    menu = DTMFMenuConfig(
+        attempts=fs.menu_attempts, timeout_ms=fs.menu_timeout_ms, fallback_budget_s=fs.fallback_budget_s
+    )
+    sources.append(
+        DTMFMenuCapture(catalogue, menu, PromptLengths(settings.path(Path(settings.speech.sounds_dir))).seconds)
+    )
     capture = ChainedCapture(sources)
     flow = CallFlow(
         policy=policy,
@@ -263,7 +270,9 @@ def build_ami(settings: Settings) -> AMIClient | None:
     a = settings.ami
     if not a.enabled:
         return None
-    secret = os.environ.get("AGI_ROUTER_AMI_SECRET", a.secret)
+    from .asterisk_setup import ami_secret
+
+    secret = ami_secret(settings)  # the one `agi-router asterisk setup` gives Asterisk
     return AMIClient(
         AMIConfig(host=a.host, port=a.port, username=a.username, secret=secret, ping_interval=a.ping_interval)
     )
@@ -289,6 +298,7 @@ def build_speech(settings: Settings, catalogue: Catalogue, ami: AMIClient | None
         log.error("live audio disabled, callers get the DTMF menu: %s", exc)
         return None
     sounds = settings.path(Path(sp.sounds_dir))
+    ensure_streamed_prompts(catalogue, sounds)
     prompt = _load_prompt(sounds / "router" / "ask-motive.wav")
     reprompt = _load_prompt(sounds / "router" / "not-understood.wav")
     if prompt is None:
@@ -299,6 +309,8 @@ def build_speech(settings: Settings, catalogue: Catalogue, ami: AMIClient | None
         asterisk_host=sp.asterisk_host,
         attempts=sp.attempts,
         no_input_ms=sp.no_input_ms,
+        lease_s=sp.lease_s,
+        fallback_budget_s=settings.flow.fallback_budget_s,
         jitter_packets=sp.jitter_packets,
         endpointer=EndpointerConfig(
             frame_ms=sp.frame_ms,
@@ -317,6 +329,24 @@ def build_speech(settings: Settings, catalogue: Catalogue, ami: AMIClient | None
         prompt=prompt,
         reprompt=reprompt,
     )
+
+
+STREAMED_PROMPTS = ("router/ask-motive", "router/not-understood")
+
+
+def ensure_streamed_prompts(catalogue: Catalogue, sounds: Path) -> None:
+    """The prompts the router streams itself (for barge-in) are spoken on first start if missing, so
+    live audio works out of the box; ``agi-router asterisk setup`` installs the whole set for Asterisk."""
+    from .prompts import build_prompts
+
+    missing = [p for p in STREAMED_PROMPTS if not (sounds / f"{p}.wav").exists()]
+    if not missing:
+        return
+    try:
+        build_prompts(catalogue, sounds, only=missing)
+        log.info("spoke the missing prompt(s) %s into %s (espeak-ng)", ", ".join(missing), sounds)
+    except (ConfigError, OSError, subprocess.CalledProcessError) as exc:
+        log.warning("could not speak the prompts %s into %s: %s", ", ".join(missing), sounds, exc)
 
 
 def _load_prompt(path: Path) -> npt.NDArray[np.int16] | None:

@@ -4,6 +4,7 @@
     agi-router directory import FILE.csv [--replace] [--config FILE]
     agi-router policy check [FILE] [--config FILE]
     agi-router prompts list | build DIR [--voice fr+f2]
+    agi-router asterisk setup [--etc DIR] [--sounds DIR] [--rebuild-prompts]
     agi-router audit explain CALL_ID [--config FILE]
     agi-router pseudonym NUMBER [--config FILE]
 
@@ -48,6 +49,17 @@ def _parser() -> argparse.ArgumentParser:
     prb.add_argument("dir", type=Path)
     prb.add_argument("--voice", default="fr+f2")
     prb.add_argument("--only-missing", action="store_true")
+    ast = sub.add_parser("asterisk", help="install the Asterisk side (configuration, shared AMI secret, prompts)")
+    astsub = ast.add_subparsers(dest="astcmd", required=True)
+    setup = astsub.add_parser(
+        "setup",
+        help="copy asterisk/*.conf and the router's AMI secret into --etc, the prompts into --sounds "
+        "(and the router's own sounds_dir)",
+    )
+    setup.add_argument("--etc", type=Path, help="Asterisk's configuration folder, e.g. /etc/asterisk")
+    setup.add_argument("--sounds", type=Path, help="Asterisk's French sounds folder, e.g. /var/lib/asterisk/sounds/fr")
+    setup.add_argument("--voice", default="fr+f2")
+    setup.add_argument("--rebuild-prompts", action="store_true", help="speak every prompt again")
     au = sub.add_parser("audit", help="the per-call audit trail")
     ausub = au.add_subparsers(dest="aucmd", required=True)
     ex = ausub.add_parser("explain", help="why a call went where it went")
@@ -127,6 +139,15 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         files = build_prompts(catalogue, args.dir, voice=args.voice, only_missing=args.only_missing)
         print(f"wrote {len(files)} prompt(s) under {args.dir}")
+        return 0
+    if args.cmd == "asterisk":
+        from .asterisk_setup import setup_asterisk
+
+        if args.etc is None and args.sounds is None:
+            raise ConfigError("asterisk setup: name --etc (configuration) and/or --sounds (prompts)")
+        setup = setup_asterisk(settings, args.etc, args.sounds, voice=args.voice, rebuild_prompts=args.rebuild_prompts)
+        for line in setup.lines():
+            print(line)
         return 0
     if args.cmd == "audit":
         from .audit import explain, find

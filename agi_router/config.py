@@ -45,8 +45,9 @@ class FlowSettings:
     decision_budget_ms: float = 100.0
     directory_wait_ms: float = 80.0
     answer: bool = False
-    menu_attempts: int = 3
-    menu_timeout_ms: int = 5000
+    menu_attempts: int = 2
+    menu_timeout_ms: int = 4000
+    fallback_budget_s: float = 36.0  # a caller not understood is in a queue this long after their first sentence
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +74,8 @@ class AMISettings:
     host: str = "127.0.0.1"
     port: int = 5038
     username: str = "agi-router"
-    secret: str = ""  # or $AGI_ROUTER_AMI_SECRET
+    secret: str = ""  # "" = $AGI_ROUTER_AMI_SECRET, else the secret file
+    secret_file: Path = Path("ami.secret")  # created (0600) on first start; `agi-router asterisk setup` shares it
     ping_interval: float = 10.0
 
 
@@ -91,7 +93,8 @@ class SpeechSettings:
     frame_ms: int = 20
     pre_roll_ms: int = 300
     max_utterance_ms: int = 10000
-    sounds_dir: str = "sounds/fr"  # where router/ask-motive.wav is (streamed for barge-in)
+    lease_s: float = 2.0  # a capture leg whose lease the router stops renewing ends this long after
+    sounds_dir: str = "sounds/fr"  # the router's prompts (streamed for barge-in; `asterisk setup` installs them)
     # media: the RTP ports of the capture legs, outside Asterisk's rtp.conf range
     rtp_port_start: int = 30000
     rtp_port_end: int = 31000
@@ -183,6 +186,7 @@ def load_settings(path: Path | None = None) -> Settings:
         answer=fl.get("answer", bool, d.flow.answer),
         menu_attempts=fl.int_range("menu_attempts", 1, 10, d.flow.menu_attempts),
         menu_timeout_ms=fl.int_range("menu_timeout_ms", 500, 60000, d.flow.menu_timeout_ms),
+        fallback_budget_s=fl.float_range("fallback_budget_s", 5.0, 600.0, d.flow.fallback_budget_s),
     )
     if flow.directory_wait_ms >= flow.decision_budget_ms:
         raise fl.err("directory_wait_ms", "must be shorter than decision_budget_ms")
@@ -227,6 +231,7 @@ def load_settings(path: Path | None = None) -> Settings:
         port=am.int_range("port", 1, 65535, d.ami.port),
         username=am.get("username", str, d.ami.username),
         secret=am.get("secret", str, d.ami.secret),
+        secret_file=Path(am.get("secret_file", str, str(d.ami.secret_file))),
         ping_interval=am.float_range("ping_interval", 0.5, 300.0, d.ami.ping_interval),
     )
     am.finish()
@@ -246,6 +251,7 @@ def load_settings(path: Path | None = None) -> Settings:
         frame_ms=sp.int_range("frame_ms", 10, 30, ds.frame_ms),
         pre_roll_ms=sp.int_range("pre_roll_ms", 0, 2000, ds.pre_roll_ms),
         max_utterance_ms=sp.int_range("max_utterance_ms", 1000, 30000, ds.max_utterance_ms),
+        lease_s=sp.float_range("lease_s", 0.5, 30.0, ds.lease_s),
         sounds_dir=sp.get("sounds_dir", str, ds.sounds_dir),
         rtp_port_start=sp.int_range("rtp_port_start", 1024, 65534, ds.rtp_port_start),
         rtp_port_end=sp.int_range("rtp_port_end", 1026, 65536, ds.rtp_port_end),

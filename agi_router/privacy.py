@@ -47,13 +47,19 @@ class Pseudonymizer:
 
 
 def load_or_create_key(path: Path) -> bytes:
-    """Read the key file, or create a random 32-byte key (mode 0600) on first start."""
+    """Read the key file, or create a random 32-byte key (64 hex digits, mode 0600) on first start.
+    Also used for the AMI secret shared by the router and Asterisk (``agi_router.asterisk_setup``)."""
     try:
         data = path.read_bytes().strip()
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
         key = secrets.token_hex(32).encode()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process created it meanwhile: use theirs
+            return load_or_create_key(path)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the key file: {exc.strerror}", file=str(path)) from exc
         with os.fdopen(fd, "wb") as fh:
             fh.write(key + b"\n")
         return key

@@ -17,20 +17,22 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import wave
+from collections.abc import Iterable
 from pathlib import Path
 
 from .exceptions import ConfigError
 from .motives.catalogue import Catalogue
 
-__all__ = ["FIXED_PROMPTS", "build_prompts", "prompt_texts", "speak_to_wav"]
+__all__ = ["FIXED_PROMPTS", "PROMPT_SPEED", "PromptLengths", "build_prompts", "prompt_texts", "speak_to_wav"]
 
+# Short, recorded-style prompts: the whole fallback dialogue of a caller who is not understood must put
+# them in a person's queue within 40 s of their first sentence (see callflow/capture.py), so every
+# prompt says one thing, and "0 or 'conseiller'" reaches a person at any time.
 FIXED_PROMPTS: dict[str, str] = {
     "router/invalid": "Ce choix n'est pas valide.",
-    "router/ask-motive": ("Bienvenue à l'Assurance Maladie. En quelques mots, dites-nous la raison de votre appel."),
-    "router/not-understood": (
-        "Excusez-moi, je n'ai pas compris. Dites simplement la raison de votre appel, par exemple : "
-        "ma carte Vitale, un remboursement, un arrêt de travail."
-    ),
+    "router/ask-motive": "Bienvenue à l'Assurance Maladie. En quelques mots, dites la raison de votre appel.",
+    "router/not-understood": "Je n'ai pas compris. Redites-le en quelques mots, ou dites conseiller.",
     "router/deflect-intro": (
         "Bonjour. Votre demande peut être faite directement en ligne, dans votre compte ameli, "
         "sur le site ou sur l'application."
@@ -42,11 +44,11 @@ FIXED_PROMPTS: dict[str, str] = {
         "de huit heures trente à dix-sept heures trente. Vous pouvez aussi faire vos démarches "
         "dans votre compte ameli. Au revoir."
     ),
-    "router/saturated": ("Nos conseillers sont actuellement très sollicités et le temps d'attente est important."),
+    "router/saturated": "Nos conseillers sont actuellement très sollicités et le temps d'attente est important.",
     "router/callback-offer": (
         "Pour être rappelé dès qu'un conseiller sera disponible, tapez 1. Pour patienter, tapez 2."
     ),
-    "router/callback-confirmed": ("C'est noté. Un conseiller vous rappellera à ce numéro dès que possible. Au revoir."),
+    "router/callback-confirmed": "C'est noté. Un conseiller vous rappellera à ce numéro dès que possible. Au revoir.",
     "router/callback-hello": (
         "Bonjour, ici l'Assurance Maladie. Nous vous rappelons comme convenu. Un conseiller va vous répondre."
     ),
@@ -58,33 +60,38 @@ FIXED_PROMPTS: dict[str, str] = {
     ),
 }
 
+# What espeak-ng says them at (words per minute): brisk, like a recorded prompt, still clear.
+PROMPT_SPEED = 165
+
 
 def prompt_texts(catalogue: Catalogue) -> dict[str, str]:
     """Every prompt id -> its French text."""
     out = dict(FIXED_PROMPTS)
     skills = sorted(catalogue.skills.values(), key=lambda s: s.dtmf)
-    parts = [f"Pour {s.label[0].lower() + s.label[1:]}, tapez {s.dtmf}." for s in skills if s.key != "general"]
     human = next((s for s in skills if s.key == "general"), None)
+    options = [f"{s.dtmf} {s.menu}" for s in skills if s.key != "general" and s.dtmf != "0"]
     if human is not None:
-        parts.append(f"Pour parler à un conseiller, tapez {human.dtmf}.")
-    out["router/menu-skills"] = "Bienvenue à l'Assurance Maladie. " + " ".join(parts)
+        options.append(f"{human.dtmf} {human.menu}")
+    out["router/menu-skills"] = "Tapez " + ", ".join(options) + "."
     for s in skills:
         entries = sorted(
-            (m for m in catalogue if m.dtmf and len(m.dtmf) == 2 and m.dtmf[0] == s.dtmf and m.dtmf[1] != "9"),
+            (m for m in catalogue if m.dtmf and len(m.dtmf) == 2 and m.dtmf[0] == s.dtmf and m.dtmf[1] not in "09"),
             key=lambda m: m.dtmf or "",
         )
         if not entries:
             continue
-        said = [f"{m.label}, tapez {m.dtmf[1]}." for m in entries if m.dtmf]
-        out[f"router/menu-skill-{s.key}"] = " ".join(said) + " Pour une autre demande, tapez 9."
+        said = [f"{m.dtmf[1]} {m.label[0].lower() + m.label[1:]}" for m in entries if m.dtmf]
+        tail = "9 autre demande" + (f", {human.dtmf} {human.menu}" if human is not None else "")
+        out[f"router/menu-skill-{s.key}"] = "Tapez " + ", ".join(said) + ", " + tail + "."
     for m in catalogue:
         if m.simple and m.online:
             out[f"router/online/{m.id}"] = m.online
     return out
 
 
-def speak_to_wav(text: str, target: Path, *, voice: str = "fr+f2", speed: int = 150) -> None:
-    """French speech with espeak-ng, converted by sox to 8 kHz mono 16-bit WAV in the telephone band."""
+def speak_to_wav(text: str, target: Path, *, voice: str = "fr+f2", speed: int = 150, trim: bool = False) -> None:
+    """French speech with espeak-ng, converted by sox to 8 kHz mono 16-bit WAV in the telephone band.
+    ``trim``: cut the synthesiser's leading and trailing silence (prompts: every 100 ms counts)."""
     espeak = shutil.which("espeak-ng")
     sox = shutil.which("sox")
     if espeak is None or sox is None:
@@ -114,6 +121,11 @@ def speak_to_wav(text: str, target: Path, *, voice: str = "fr+f2", speed: int = 
                 "300",
                 "lowpass",
                 "3400",
+                *(
+                    ["silence", "1", "0.02", "0.5%", "reverse", "silence", "1", "0.02", "0.5%", "reverse"]
+                    if trim
+                    else []
+                ),
             ],
             check=True,
             stderr=subprocess.PIPE,
@@ -123,15 +135,51 @@ def speak_to_wav(text: str, target: Path, *, voice: str = "fr+f2", speed: int = 
 
 
 def build_prompts(
-    catalogue: Catalogue, out_dir: Path, *, voice: str = "fr+f2", speed: int = 150, only_missing: bool = False
+    catalogue: Catalogue,
+    out_dir: Path,
+    *,
+    voice: str = "fr+f2",
+    speed: int = PROMPT_SPEED,
+    only_missing: bool = False,
+    only: Iterable[str] | None = None,
 ) -> list[Path]:
     """Speak every prompt into ``out_dir``; returns the files written."""
     written = []
-    for pid, text in prompt_texts(catalogue).items():
+    texts = prompt_texts(catalogue)
+    if only is not None:
+        texts = {pid: texts[pid] for pid in only}
+    for pid, text in texts.items():
         target = out_dir / f"{pid}.wav"
         if only_missing and target.exists():
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        speak_to_wav(text, target, voice=voice, speed=speed)
+        speak_to_wav(text, target, voice=voice, speed=speed, trim=True)
         written.append(target)
     return written
+
+
+class PromptLengths:
+    """How long each prompt plays, read once from the WAV headers under a sounds directory.
+
+    The call flow budgets its fallback dialogue with it (a menu is not started when its prompt and
+    timeout would overrun the time to a person). A prompt that is missing or unreadable counts as
+    ``default_s``: Asterisk plays nothing for a missing file, so that over-estimates, never under."""
+
+    def __init__(self, sounds_dir: Path | None, default_s: float = 8.0) -> None:
+        self.sounds_dir = sounds_dir
+        self.default_s = default_s
+        self._cache: dict[str, float] = {}
+
+    def seconds(self, prompt_id: str) -> float:
+        if prompt_id not in self._cache:
+            self._cache[prompt_id] = self._read(prompt_id)
+        return self._cache[prompt_id]
+
+    def _read(self, prompt_id: str) -> float:
+        if self.sounds_dir is None:
+            return self.default_s
+        try:
+            with wave.open(str(self.sounds_dir / f"{prompt_id}.wav")) as w:
+                return float(w.getnframes()) / float(w.getframerate())
+        except (OSError, wave.Error, EOFError, ZeroDivisionError):
+            return self.default_s

@@ -2,8 +2,9 @@
 the real thing): the AGI ``EXEC Dial UnicastRTP/...`` blocks while a chan_rtp leg sends the caller's
 audio as µ-law RTP, AMI announces ``VarSet UNICASTRTP_LOCAL_PORT`` and ``BridgeEnter`` for a leg
 named ``UnicastRTP/<host>:<port>-0x<pointer>``, the leg ends on AMI ``Hangup`` (then Dial returns
-``200 result=0``), caller DTMF arrives as AMI ``DTMFEnd`` on the caller's channel, and a caller
-hang-up makes Dial return ``200 result=-1`` followed by an inline ``HANGUP``.
+``200 result=0``), on Dial's ``L()`` limit, or when a ``TIMEOUT(absolute)`` set on it with AMI ``Setvar``
+expires (a new Setvar replaces the old one; 0 clears it), caller DTMF arrives as AMI ``DTMFEnd`` on the
+caller's channel, and a caller hang-up makes Dial return ``200 result=-1`` followed by an inline ``HANGUP``.
 """
 
 from __future__ import annotations
@@ -45,13 +46,29 @@ class FakePBX:
     legs: list[str] = field(default_factory=list)
     prompt_packets: list[int] = field(default_factory=list)  # RTP packets the router sent, per round
     hangups: list[str] = field(default_factory=list)
+    leg_ends: list[tuple[str, str, float]] = field(default_factory=list)  # (leg, why, loop time)
+    lease_renewals: int = 0
 
     def __post_init__(self) -> None:
         self._hangup_requested: dict[str, asyncio.Event] = {}
+        self._absolute_timeout: dict[str, float] = {}  # leg -> loop time at which it hangs itself up
         self.ami.on_action = self._on_action
 
     def _on_action(self, msg: dict[str, str]) -> list[bytes] | None:
-        if msg.get("Action", "").lower() != "hangup":
+        action = msg.get("Action", "").lower()
+        aid = msg.get("ActionID", "")
+        if action == "setvar" and msg.get("Variable") == "TIMEOUT(absolute)":
+            leg = msg.get("Channel", "")
+            if leg not in self._hangup_requested:
+                return [encode([("Response", "Error"), ("ActionID", aid), ("Message", "No such channel")])]
+            seconds = float(msg.get("Value", "0") or 0)
+            if seconds > 0:
+                self._absolute_timeout[leg] = asyncio.get_running_loop().time() + seconds
+            else:
+                self._absolute_timeout.pop(leg, None)
+            self.lease_renewals += 1
+            return [encode([("Response", "Success"), ("ActionID", aid), ("Message", "Variable Set")])]
+        if action != "hangup":
             return None
         ev = self._hangup_requested.get(msg.get("Channel", ""))
         aid = msg.get("ActionID", "")
@@ -87,21 +104,30 @@ class FakePBX:
             await asyncio.sleep(0.003)
             await self.ami.broadcast([("Event", "BridgeEnter"), ("Channel", leg)])
             sender = asyncio.create_task(self._speak(sock, target, script))
-            deadline = asyncio.get_running_loop().time() + limit_ms / 1000
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + limit_ms / 1000
             caller_gone = False
+            why = "ami-hangup"
             while not hung.is_set():
                 with contextlib.suppress(BlockingIOError):
                     while True:
                         sock.recv(2048)
                         received += 1
-                if asyncio.get_running_loop().time() > deadline:
+                now = loop.time()
+                if now > deadline:
+                    why = "limit"
+                    break
+                if now > self._absolute_timeout.get(leg, float("inf")):
+                    why = "absolute-timeout"
                     break
                 if sender.done() and sender.result() == "hangup":
                     caller_gone = True
+                    why = "caller"
                     break
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(0.01):
                         await hung.wait()
+            self.leg_ends.append((leg, why, loop.time()))
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
@@ -113,6 +139,7 @@ class FakePBX:
         finally:
             sock.close()
             self._hangup_requested.pop(leg, None)
+            self._absolute_timeout.pop(leg, None)
 
     async def _speak(self, sock: socket.socket, target: tuple[str, int], script: CallerScript) -> str:
         await asyncio.sleep(script.start_after_s)

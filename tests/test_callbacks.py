@@ -66,7 +66,7 @@ async def test_offer_accepted_and_declined_in_the_agi_session(
 ) -> None:
     store = CallbackStore(tmp_path / "cb.sqlite3", KEY)
     results: list[CallResult] = []
-    full = QueueSnapshot("droits", waiting=50, available_agents=0)
+    full = QueueSnapshot("droits", waiting=50, available_agents=0, logged_in_agents=2)
     flow = CallFlow(
         policy=PolicyHolder(mini_policy),
         directory=StubDirectory(everyone=AccountFacts(True, True, date(2026, 11, 1))),

@@ -183,7 +183,7 @@ async def test_dtmf_skill_only_goes_to_skill_queue(make_harness: Callable[..., o
     assert ch.variables["ROUTER_QUEUE"] == "remboursements"
 
 
-@pytest.mark.parametrize(("dtmf", "rule"), [(["", ""], "motive.none"), (["9"], "motive.human")])
+@pytest.mark.parametrize(("dtmf", "rule"), [(["", ""], "motive.none"), (["0"], "motive.human")])
 async def test_no_input_or_human_request_reaches_a_human(
     make_harness: Callable[..., object], dtmf: list[str], rule: str
 ) -> None:

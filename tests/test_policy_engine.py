@@ -164,15 +164,45 @@ def test_low_confidence_is_not_deflected(mini_policy: Policy) -> None:
 
 
 def test_saturation_dissuades_only_on_fresh_data(mini_policy: Policy) -> None:
-    full = QueueSnapshot("droits", waiting=45, available_agents=0, estimated_wait_s=2000)
+    full = QueueSnapshot("droits", waiting=45, available_agents=0, logged_in_agents=3, estimated_wait_s=2000)
     d = decide(mini_policy, facts("carte_vitale_perdue", queues={"droits": full}))
     assert (d.action, d.rule, d.callback_offer) == (Action.DISSUADE, "queue.saturated", True)
     stale = dataclasses.replace(full, fresh=False)
     assert decide(mini_policy, facts("carte_vitale_perdue", queues={"droits": stale})).action is Action.QUEUE
-    long_wait = QueueSnapshot("droits", waiting=3, available_agents=0, estimated_wait_s=1300)
+    long_wait = QueueSnapshot("droits", waiting=3, available_agents=0, logged_in_agents=1, estimated_wait_s=1300)
     assert decide(mini_policy, facts("carte_vitale_perdue", queues={"droits": long_wait})).action is Action.DISSUADE
     agents_free = dataclasses.replace(long_wait, available_agents=2)
     assert decide(mini_policy, facts("carte_vitale_perdue", queues={"droits": agents_free})).action is Action.QUEUE
+
+
+def test_no_agent_logged_in_is_not_saturation(mini_policy: Policy) -> None:
+    """Issue #9: a skill queue nobody is logged in to, even with nobody waiting, used to look saturated
+    (estimated wait infinite): every caller heard the dissuasion and was offered a callback nobody could
+    take. It goes to the default queue instead, with no message and no offer."""
+    empty = QueueSnapshot("droits", waiting=0, available_agents=0, logged_in_agents=0, estimated_wait_s=1e9)
+    staffed = QueueSnapshot("accueil", logged_in_agents=2, available_agents=1)
+    d = decide(mini_policy, facts("carte_vitale_perdue", queues={"droits": empty, "accueil": staffed}))
+    assert (d.action, d.rule, d.queue, d.callback_offer, d.prompts) == (
+        Action.QUEUE,
+        "queue.unstaffed",
+        "accueil",
+        False,
+        (),
+    )
+    assert "queue.default_unstaffed" not in d.reasons
+    nobody = dataclasses.replace(staffed, logged_in_agents=0, available_agents=0)
+    d = decide(mini_policy, facts("carte_vitale_perdue", queues={"droits": empty, "accueil": nobody}))
+    assert (d.action, d.queue, d.callback_offer) == (Action.QUEUE, "accueil", False)
+    assert "queue.default_unstaffed" in d.reasons
+    # stale data never reroutes; a crowded queue with nobody logged in is unstaffed, not saturated
+    stale = dataclasses.replace(empty, fresh=False)
+    assert decide(mini_policy, facts("carte_vitale_perdue", queues={"droits": stale})).rule == "queue.skill"
+    crowd = dataclasses.replace(empty, waiting=80)
+    assert decide(mini_policy, facts("carte_vitale_perdue", queues={"droits": crowd})).rule == "queue.unstaffed"
+    # the policy can keep callers on the skill queue (the dialplan then tries accueil on JOINUNAVAIL)
+    keep = dataclasses.replace(mini_policy, unstaffed_reroute=False)
+    d = decide(keep, facts("carte_vitale_perdue", queues={"droits": empty}))
+    assert (d.action, d.rule, d.queue, d.callback_offer) == (Action.QUEUE, "queue.skill", "droits", False)
 
 
 def test_priority_is_never_dissuaded(mini_policy: Policy) -> None:

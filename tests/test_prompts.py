@@ -57,8 +57,32 @@ def test_every_referenced_prompt_has_a_text(which: str, mini_catalogue: Catalogu
 
 def test_menu_texts_say_the_digits(mini_catalogue: Catalogue) -> None:
     t = prompt_texts(mini_catalogue)
-    assert "tapez 1" in t["router/menu-skills"] and "conseiller, tapez 9" in t["router/menu-skills"]
-    assert t["router/menu-skill-droits"].startswith("Attestation de droits, tapez 1. Carte Vitale perdue, tapez 2.")
+    assert t["router/menu-skills"] == "Tapez 1 Remboursements, 3 Droits, 0 Conseiller."
+    assert t["router/menu-skill-droits"] == (
+        "Tapez 1 attestation de droits, 2 carte Vitale perdue, 9 autre demande, 0 Conseiller."
+    )
+    bundled = prompt_texts(Catalogue.load())
+    assert bundled["router/menu-skills"] == (
+        "Tapez 1 remboursement, 2 arrêt de travail, 3 carte Vitale et droits, 4 accident du travail, "
+        "5 maternité, 0 conseiller."
+    )
+    assert all(v.endswith("9 autre demande, 0 conseiller.") for k, v in bundled.items() if "menu-skill-" in k)
+
+
+@pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("sox")), reason="needs espeak-ng and sox")
+def test_fallback_prompts_are_short(tmp_path: Path) -> None:
+    """The not-understood caller's dialogue is budgeted to reach a person within 40 s: its prompts say
+    one thing each (bundled catalogue, as built by `prompts build`: leading/trailing silence trimmed)."""
+    from agi_router.prompts import PromptLengths
+
+    ids = ["router/ask-motive", "router/not-understood", "router/menu-skills", "router/invalid"]
+    build_prompts(Catalogue.load(), tmp_path, only=ids)
+    lengths = PromptLengths(tmp_path)
+    assert 2.0 < lengths.seconds("router/ask-motive") < 5.5
+    assert 2.0 < lengths.seconds("router/not-understood") < 4.5
+    assert 4.0 < lengths.seconds("router/menu-skills") < 8.0
+    assert lengths.seconds("router/invalid") < 2.0
+    assert PromptLengths(tmp_path, default_s=7.5).seconds("router/missing") == 7.5
 
 
 @pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("sox")), reason="needs espeak-ng and sox")

@@ -125,7 +125,12 @@ async def test_resync_on_connect_and_stale_on_disconnect() -> None:
 
 async def test_saturated_queue_dissuades_through_fastagi(mini_policy: Policy, pseudonymizer: Pseudonymizer) -> None:
     model = QueueModel()
-    model.load_status([msg(Event="QueueParams", Queue="droits", TalkTime="300")])
+    model.load_status(
+        [
+            msg(Event="QueueParams", Queue="droits", TalkTime="300"),
+            msg(Event="QueueMember", Queue="droits", Name="Agent 1", Interface="PJSIP/agent1", Status="2", Paused="0"),
+        ]
+    )
     for i in range(45):
         model.on_join(msg(Event="QueueCallerJoin", Queue="droits", Uniqueid=f"w{i}"))
 

@@ -275,8 +275,8 @@ class CallFlow:
     def _queues(self, policy: Policy, motive: MotiveFacts) -> dict[str, QueueSnapshot]:
         if self.queue_state is None:
             return {}
-        name = policy.queue_for(motive.motive_id)
-        return {name: self.queue_state(name)}
+        names = {policy.queue_for(motive.motive_id), policy.default_queue}  # the skill queue and its fallback
+        return {name: self.queue_state(name) for name in names}
 
     async def _record(self, caller: str, motive: str, call: PastCall, policy: Policy) -> None:
         try:

@@ -9,6 +9,9 @@ hundreds of calls may be capturing at once); events are routed by channel name i
 * ``BridgeEnter`` of that channel: audio sent from now on reaches the caller;
 * ``Hangup`` of that channel: the leg is gone (Dial returns in the AGI session);
 * ``DTMFEnd`` (Direction: Received) on a caller's channel: caller DTMF does not travel on the leg.
+
+The router keeps each leg on a lease (:meth:`LegRegistry.keep_alive`): AMI ``Setvar`` of
+``TIMEOUT(absolute)`` on the leg, renewed while the router lives, so a dead router's leg ends by itself.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ class LegRegistry:
         self._by_port: dict[int, LegWatch] = {}
         self._by_channel: dict[str, LegWatch] = {}
         self._by_caller: dict[str, LegWatch] = {}
+        self.lease_renewals = 0
+        self.lease_failures = 0
         ami.on("VarSet", self._on_varset)
         ami.on("BridgeEnter", self._on_bridge_enter)
         ami.on("Hangup", self._on_hangup)
@@ -82,6 +87,28 @@ class LegRegistry:
         except AMIError as exc:
             log.warning("could not hang up capture leg %s: %s", w.channel, exc)
             return False
+
+    async def keep_alive(self, w: LegWatch, lease_s: float) -> None:
+        """Keep the leg on a lease until cancelled: once AMI names it, set ``TIMEOUT(absolute)`` to
+        ``lease_s`` and renew it every ``lease_s / 4``. If the router dies, or AMI is lost, the renewals
+        stop and Asterisk hangs the leg up within ``lease_s`` (then Dial returns to the AGI)."""
+        try:
+            await asyncio.shield(w.asterisk_port)  # VarSet named the leg
+        except Exception:  # never named (the round is over): nothing to renew
+            return
+        value = f"{lease_s:.3f}".rstrip("0").rstrip(".")
+        while w.channel is not None and not w.ended.is_set():
+            try:
+                await self.ami.action(
+                    "Setvar",
+                    {"Channel": w.channel, "Variable": "TIMEOUT(absolute)", "Value": value},
+                    timeout=lease_s / 2,
+                )
+                self.lease_renewals += 1
+            except AMIError as exc:
+                self.lease_failures += 1
+                log.warning("lease of capture leg %s not renewed: %s", w.channel, exc)
+            await asyncio.sleep(lease_s / 4)
 
     # -- AMI events -------------------------------------------------------------------------------------
 

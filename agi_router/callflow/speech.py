@@ -12,9 +12,17 @@ One round, as measured on Asterisk 22 (team notes):
    that at end of speech (hangover) the motive is usually already known;
 4. AMI ``Hangup`` of the leg: Dial returns (~3.5 ms) and the AGI conversation continues.
 
-No input or not understood -> re-prompt (``attempts``); caller DTMF (AMI ``DTMFEnd``) -> the DTMF
-menu, with the digit already typed; AMI down, no free port, anything odd -> ``None`` and the next
-capture source (the DTMF menu) runs. A caller is never left in silence by this module.
+The leg is on a lease: as soon as AMI names it, the router sets ``TIMEOUT(absolute)`` on it (AMI
+``Setvar``) to ``lease_s`` and renews it every ``lease_s / 4``. A router that dies (or loses AMI)
+stops renewing, the leg hangs itself up within ``lease_s``, Dial returns, the AGI socket is found
+closed and the dialplan takes its human route: the caller hears at most ``lease_s`` of silence
+(Dial's own ``L()`` only covers the ~2 ms before the leg has a name).
+
+No input or not understood -> re-prompt (``attempts``), if it fits in the fallback budget (see
+``capture.py``); the human digit (``0``) typed or a request for a person said -> a person; another
+digit (AMI ``DTMFEnd``) -> the DTMF menu, with the digit already typed; AMI down, no free port,
+anything odd -> ``None`` and the next capture source (the DTMF menu) runs. A caller is never left
+in silence by this module.
 """
 
 from __future__ import annotations
@@ -73,9 +81,12 @@ class SpeechConfig:
     advertise_host: str = "127.0.0.1"  # the router's address as Asterisk must send to it
     asterisk_host: str = "127.0.0.1"  # where Asterisk's RTP comes from
     attempts: int = 2
-    leg_max_ms: int = 20000  # Dial L(): the leg's own watchdog
+    leg_margin_ms: int = 3000  # Dial L() = the round's longest possible length + this (backstop only)
+    lease_s: float = 2.0  # the leg hangs itself up this long after the router's last renewal
     peer_timeout: float = 1.0  # wait for UNICASTRTP_LOCAL_PORT
     no_input_ms: int = 5000  # after the prompt
+    human_digit: str = "0"  # typed during capture: a person at once
+    fallback_budget_s: float = 36.0  # end of the first sentence not understood -> in a queue
     jitter_packets: int = 0  # 0 on loopback; 8 or 16 across a network
     endpointer: EndpointerConfig = field(default_factory=EndpointerConfig)
     prompt_file: str = "router/ask-motive"  # STREAM FILE fallback when no PCM is loaded
@@ -154,10 +165,14 @@ class SpeechCapture:
         self.totals = MediaTotals()
 
     async def capture(self, session: AGISession, call: CallContext) -> MotiveFacts | None:
-        if not self.legs.available:
-            log.info("speech capture skipped for %s: AMI not connected", call.call_id)
-            return None
-        for attempt in range(self.config.attempts):
+        cfg = self.config
+        for attempt in range(cfg.attempts):
+            if not self.legs.available:
+                log.info("speech capture skipped for %s: AMI not connected", call.call_id)
+                return None
+            if attempt > 0 and not call.fits(self._round_min_s(reprompt=True)):
+                log.info("no re-prompt for %s: it would overrun the time to a person", call.call_id)
+                return None
             try:
                 outcome = await self._round(session, call, reprompt=attempt > 0)
             except MediaError as exc:
@@ -172,13 +187,22 @@ class SpeechCapture:
             del self.rounds[:-100]
             call.speech_rounds.append(outcome.summary())
             if outcome.digits:
+                if outcome.digits[0] == cfg.human_digit:
+                    return MotiveFacts(None, 1.0, "dtmf", human_requested=True)
                 call.pending_digits = outcome.digits
                 return None
             r = outcome.recognition
             if r is not None and (r.motive_id or r.human_requested):
                 call.speech_ended_at = outcome.speech_end_at
                 return MotiveFacts(r.motive_id, r.confidence, "speech", r.runner_up, r.human_requested)
+            # not understood, or nothing said: the clock to a person starts at the end of that sentence
+            call.start_fallback(cfg.fallback_budget_s, outcome.speech_end_at)
         return None
+
+    def _round_min_s(self, *, reprompt: bool) -> float:
+        """The shortest a round can take: its prompt, then the no-input wait."""
+        pcm = self.reprompt if reprompt else self.prompt
+        return (len(pcm) / 8000 if pcm is not None else 5.0) + self.config.no_input_ms / 1000
 
     # -- one round ----------------------------------------------------------------------------------
 
@@ -197,8 +221,11 @@ class SpeechCapture:
         )
         self.streams.add(stream)
         watch = self.legs.watch(stream.local_port, session.env.channel)
-        dial = f"UnicastRTP/{cfg.advertise_host}:{stream.local_port}/c(ulaw),,gL({cfg.leg_max_ms})"
-        exec_task = asyncio.create_task(session.exec("Dial", dial, timeout=cfg.leg_max_ms / 1000 + 5))
+        prompt_ms = len(prompt) / 8 if prompt is not None else 0.0
+        leg_max_ms = int(prompt_ms + cfg.no_input_ms + cfg.endpointer.max_utterance_ms + cfg.leg_margin_ms)
+        dial = f"UnicastRTP/{cfg.advertise_host}:{stream.local_port}/c(ulaw),,gL({leg_max_ms})"
+        exec_task = asyncio.create_task(session.exec("Dial", dial, timeout=leg_max_ms / 1000 + 5))
+        lease_task = asyncio.create_task(self.legs.keep_alive(watch, cfg.lease_s))
         barge = asyncio.Event()
         play_task: asyncio.Task[bool] | None = None
         outcome = RoundOutcome()
@@ -209,10 +236,10 @@ class SpeechCapture:
                 stream.peer = (cfg.asterisk_host, port)
             except TimeoutError:
                 log.warning("no UNICASTRTP_LOCAL_PORT for %s within %.1f s", call.call_id, cfg.peer_timeout)
-            prompt_ms = 0.0
             if prompt is not None and stream.peer is not None:
                 play_task = asyncio.create_task(self._play(stream, watch, prompt, barge))
-                prompt_ms = len(prompt) / 8
+            else:
+                prompt_ms = 0.0
             ep_cfg = cfg.endpointer
             ep = Endpointer(EndpointerConfig(**{**_fields(ep_cfg), "no_input_ms": int(prompt_ms) + cfg.no_input_ms}))
             try:
@@ -222,10 +249,13 @@ class SpeechCapture:
                 self.totals.vad_voiced_frames += ep.voiced_frames
         finally:
             barge.set()
+            lease_task.cancel()
             if play_task is not None:
                 play_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await play_task
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await lease_task
             try:
                 await self._end_leg(watch, exec_task)  # raises AGIHangup if the caller hung up
             finally:

@@ -27,6 +27,7 @@ class Skill:
     label: str
     queue: str
     dtmf: str
+    menu: str = ""  # the few words the DTMF menu says for it ("Tapez 1 remboursement, ..."); "" = label
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +120,11 @@ class Catalogue:
             queue = text(s, "queue", where) or ""
             if queue.lower() == "general":
                 raise err(f"{where}.queue", "'general' is the settings section of queues.conf, not a queue name")
-            skills[key] = Skill(key, text(s, "label", where) or "", queue, dtmf)
+            unknown = set(s) - {"label", "queue", "dtmf", "menu"}
+            if unknown:
+                raise err(where, f"unknown key(s): {', '.join(sorted(unknown))}")
+            label = text(s, "label", where) or ""
+            skills[key] = Skill(key, label, queue, dtmf, text(s, "menu", where, required=False) or label)
         raw_motives = data.get("motives")
         if not isinstance(raw_motives, list) or not raw_motives:
             raise err("motives", "at least one [[motives]] entry is required")

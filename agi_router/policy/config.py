@@ -64,6 +64,7 @@ class Policy:
     memory_ttl: timedelta
     default_queue: str
     default_priority: int
+    unstaffed_reroute: bool  # a skill queue with no agent logged in (fresh data) -> the default queue
     queue_map: Mapping[str, str]
     human_queue: str
     human_priority: int
@@ -171,6 +172,7 @@ def parse_policy(text: str, *, file: str = "<policy>", catalogue: Catalogue | No
     q = _table(root, "queues")
     default_queue = q.get("default", str)
     default_priority = q.int_range("default_priority", 0, 1000, 0)
+    unstaffed = q.choice("unstaffed", ("default", "skill"), "default")
     qmap = q.get("map", dict, {})
     for skill, queue in qmap.items():
         if skill not in catalogue.skills:
@@ -240,6 +242,7 @@ def parse_policy(text: str, *, file: str = "<policy>", catalogue: Catalogue | No
         memory_ttl=timedelta(hours=memory_hours),
         default_queue=default_queue,
         default_priority=default_priority,
+        unstaffed_reroute=unstaffed == "default",
         queue_map=dict(qmap),
         human_queue=human_queue,
         human_priority=human_priority,

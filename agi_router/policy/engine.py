@@ -12,6 +12,7 @@ Rules, first match wins (each has a stable id, written to the audit trail):
 ``repeat.hangup``    same motive again within the window after a router-ended
                      call                                                       -> immediate hang-up
 ``deflect.simple``   active online account + deflectable motive                 -> deflect
+``queue.unstaffed``  no agent logged in to the skill queue (fresh AMI data)     -> default queue, no offer
 ``queue.saturated``  the skill queue is saturated (fresh AMI data only)         -> dissuade
 ``queue.skill``      everything else                                            -> skill queue
 ===================  =========================================================================
@@ -76,8 +77,14 @@ def consecutive_router_endings(policy: Policy, history: tuple[PastCall, ...], no
     return count
 
 
+def _unstaffed(snap: QueueSnapshot | None) -> bool:
+    """Nobody logged in: that is not saturation (nobody waits long in a queue nobody serves, and no
+    callback could be taken), it is a queue to avoid."""
+    return snap is not None and snap.fresh and snap.logged_in_agents == 0
+
+
 def _saturated(policy: Policy, snap: QueueSnapshot | None) -> bool:
-    if snap is None or not snap.fresh:
+    if snap is None or not snap.fresh or snap.logged_in_agents == 0:
         return False
     if snap.waiting >= policy.saturation_max_waiting:
         return True
@@ -158,6 +165,10 @@ def decide(policy: Policy, facts: CallFacts) -> Decision:
             )
             return make(Action.DEFLECT, "deflect.simple", queue=None, prompts=prompts, sms_template=sms)
 
+    if policy.unstaffed_reroute and queue != policy.default_queue and _unstaffed(facts.queues.get(queue)):
+        if _unstaffed(facts.queues.get(policy.default_queue)):
+            reasons.append("queue.default_unstaffed")  # the dialplan will say so (JOINUNAVAIL)
+        return make(Action.QUEUE, "queue.unstaffed", queue=policy.default_queue)
     if policy.saturation_enabled and _saturated(policy, facts.queues.get(queue)):
         return make(
             Action.DISSUADE,

@@ -1,0 +1,158 @@
+"""The Asterisk side, installed so that it works with this router as shipped: nothing to edit by hand.
+
+``agi-router asterisk setup --etc /etc/asterisk --sounds /var/lib/asterisk/sounds/fr`` does three things:
+
+1. copies the project's ``asterisk/*.conf`` unchanged into ``--etc``;
+2. writes ``--etc/agi-router-ami.conf`` (mode 0640) holding the AMI secret that the router itself uses:
+   ``manager.conf`` includes it inside the router's ``[agi-router]`` user, so there is one secret, kept in
+   one place (the router's ``ami.secret`` file, created on first start, or ``$AGI_ROUTER_AMI_SECRET``,
+   or ``[ami] secret``), read by both sides;
+3. speaks the French prompts (espeak-ng) into the router's ``sounds_dir`` if they are not there yet, and
+   installs the same files into ``--sounds`` for Asterisk: the router streams two of them itself (barge-in),
+   Asterisk plays the rest. A prompt replaced by a recorded one in the router's folder is installed again
+   by the next ``setup``.
+
+Asterisk refuses the router's login when the include is missing (no secret: Asterisk logs that the
+``#include`` file does not exist), never accepts an empty or placeholder secret from us.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import Settings
+from .exceptions import ConfigError
+from .privacy import load_or_create_key
+
+__all__ = ["AMI_SECRET_INCLUDE", "SetupReport", "ami_secret", "asterisk_conf_dir", "setup_asterisk"]
+
+AMI_SECRET_INCLUDE = "agi-router-ami.conf"  # written next to manager.conf, #included by it
+PLACEHOLDER_SECRETS = frozenset({"change-me-ami", "change-me", "secret", "password", "admin"})
+_SAFE_SECRET = re.compile(r"^[A-Za-z0-9._~+/=@%^-]{12,128}$")
+
+
+def asterisk_conf_dir() -> Path:
+    """The project's ``asterisk/`` folder (the router runs from its checkout: ``pip install -e``)."""
+    checkout = Path(__file__).resolve().parent.parent / "asterisk"
+    if not (checkout / "manager.conf").exists():
+        raise ConfigError(
+            "the project's asterisk/ folder is missing: run from the repository checkout", file=str(checkout)
+        )
+    return checkout
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def ami_secret(settings: Settings) -> str:
+    """The AMI secret both the router and Asterisk use: ``$AGI_ROUTER_AMI_SECRET``, else ``[ami] secret``,
+    else the secret file (``[ami] secret_file``, created with a random secret, mode 0600, if missing)."""
+    a = settings.ami
+    where = "AGI_ROUTER_AMI_SECRET"
+    secret = os.environ.get("AGI_ROUTER_AMI_SECRET", "")
+    if not secret:
+        where, secret = "ami.secret", a.secret
+    if not secret:
+        path = settings.path(a.secret_file)
+        where, secret = str(path), load_or_create_key(path).decode("ascii", errors="replace")
+    if not _SAFE_SECRET.match(secret):
+        raise ConfigError(
+            f"the AMI secret from {where} must be 12-128 characters without spaces, ';' or quotes "
+            "(remove it to let the router generate one)",
+            key="ami.secret",
+        )
+    if secret.lower() in PLACEHOLDER_SECRETS and not _is_loopback(a.host):
+        raise ConfigError(
+            f"the AMI secret from {where} is a well-known placeholder and AMI is not on loopback ({a.host}): "
+            "set a real secret, or remove it to let the router generate one",
+            key="ami.secret",
+        )
+    return secret
+
+
+@dataclass
+class SetupReport:
+    configs: list[Path] = field(default_factory=list)
+    secret_file: Path | None = None
+    prompts_built: int = 0
+    prompts_installed: int = 0
+
+    def lines(self) -> list[str]:
+        out = [f"configuration: {len(self.configs)} file(s) into {self.configs[0].parent}" if self.configs else ""]
+        if self.secret_file is not None:
+            out.append(f"AMI secret: {self.secret_file} (the router's own secret, mode 0640)")
+        out.append(f"prompts: {self.prompts_built} spoken, {self.prompts_installed} installed")
+        return [line for line in out if line]
+
+
+def _write_private(path: Path, text: str, mode: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def setup_asterisk(
+    settings: Settings,
+    etc: Path | None,
+    sounds: Path | None,
+    *,
+    voice: str = "fr+f2",
+    rebuild_prompts: bool = False,
+) -> SetupReport:
+    """Install the configuration (``etc``) and the prompts (``sounds``, Asterisk's ``sounds/fr``); either may
+    be None to skip it. Raises :class:`ConfigError` with the path and the fix when a target is unusable."""
+    from .motives.catalogue import Catalogue
+    from .prompts import build_prompts
+
+    report = SetupReport()
+    if etc is not None:
+        if not etc.is_dir():
+            raise ConfigError("not a directory (create it, or name Asterisk's astetcdir)", file=str(etc))
+        src = asterisk_conf_dir()
+        secret = ami_secret(settings)
+        try:
+            for conf in sorted(src.glob("*.conf")):
+                target = etc / conf.name
+                shutil.copyfile(conf, target)
+                report.configs.append(target)
+            include = etc / AMI_SECRET_INCLUDE
+            _write_private(
+                include,
+                "; Written by `agi-router asterisk setup`: the router's AMI secret, included by manager.conf\n"
+                "; inside [agi-router]. Do not edit: change the router's secret and run setup again.\n"
+                f"secret = {secret}\n",
+                0o640,
+            )
+            report.secret_file = include
+        except OSError as exc:
+            raise ConfigError(f"cannot write the Asterisk configuration: {exc.strerror}", file=str(etc)) from exc
+    if sounds is not None:
+        own = settings.path(Path(settings.speech.sounds_dir))
+        catalogue = Catalogue.load(settings.catalogue_file)
+        report.prompts_built = len(build_prompts(catalogue, own, voice=voice, only_missing=not rebuild_prompts))
+        if own.resolve() != sounds.resolve():
+            try:
+                for wav in sorted((own / "router").rglob("*.wav")):
+                    target = sounds / wav.relative_to(own)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(wav, target)
+                    report.prompts_installed += 1
+            except OSError as exc:
+                raise ConfigError(f"cannot install the prompts: {exc.strerror}", file=str(sounds)) from exc
+        else:
+            report.prompts_installed = len(list((own / "router").rglob("*.wav")))
+    return report
