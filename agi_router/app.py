@@ -303,7 +303,21 @@ def build_speech(settings: Settings, catalogue: Catalogue, ami: AMIClient | None
     reprompt = _load_prompt(sounds / "router" / "not-understood.wav")
     if prompt is None:
         log.warning("no %s: the prompt is played with STREAM FILE (no barge-in)", sounds / "router/ask-motive.wav")
-    config = SpeechConfig(
+    return SpeechCapture(
+        LegRegistry(ami),
+        PortPool(sp.rtp_port_start, sp.rtp_port_end),
+        # reject rule chosen on the catalogue's examples AND the bundled out-of-scope [tune] sentences
+        TranscribeThenClassify(recognizer, MotiveClassifier(catalogue, out_of_scope=load_out_of_scope()[0])),
+        speech_config(settings),
+        prompt=prompt,
+        reprompt=reprompt,
+    )
+
+
+def speech_config(settings: Settings) -> SpeechConfig:
+    """The live-audio settings as the call flow uses them (tests build theirs the same way)."""
+    sp = settings.speech
+    return SpeechConfig(
         bind_host=sp.bind_host,
         advertise_host=sp.advertise_host,
         asterisk_host=sp.asterisk_host,
@@ -320,15 +334,15 @@ def build_speech(settings: Settings, catalogue: Catalogue, ami: AMIClient | None
             max_utterance_ms=sp.max_utterance_ms,
         ),
     )
-    return SpeechCapture(
-        LegRegistry(ami),
-        PortPool(sp.rtp_port_start, sp.rtp_port_end),
-        # reject rule chosen on the catalogue's examples AND the bundled out-of-scope [tune] sentences
-        TranscribeThenClassify(recognizer, MotiveClassifier(catalogue, out_of_scope=load_out_of_scope()[0])),
-        config,
-        prompt=prompt,
-        reprompt=reprompt,
+
+
+def menu_capture(settings: Settings, catalogue: Catalogue) -> DTMFMenuCapture:
+    """The DTMF menu as the call flow uses it, timed by the router's own prompt files."""
+    fs = settings.flow
+    menu = DTMFMenuConfig(
+        attempts=fs.menu_attempts, timeout_ms=fs.menu_timeout_ms, fallback_budget_s=fs.fallback_budget_s
     )
+    return DTMFMenuCapture(catalogue, menu, PromptLengths(settings.path(Path(settings.speech.sounds_dir))).seconds)
 
 
 STREAMED_PROMPTS = ("router/ask-motive", "router/not-understood")

@@ -2,8 +2,9 @@
 
 ``AGI_ROUTER_ASTERISK=/opt/ast22/sbin/asterisk`` names the binary; its modules are looked up in
 ``<prefix>/lib/asterisk/modules`` (or ``AGI_ROUTER_ASTERISK_MODULES``). The project's config files are
-copied unchanged except for addresses (AGI URL, SIP and AMI ports), plus a test-only context appended
-to extensions.conf. Everything lives in a temporary directory; Asterisk runs in the foreground (-f)
+installed by the product's own ``agi-router asterisk setup`` (configuration + the AMI secret include),
+then changed only for addresses (AGI URL, SIP and AMI ports), plus a test-only context appended to
+extensions.conf. Everything lives in a temporary directory; Asterisk runs in the foreground (-f)
 as a child process and is stopped at the end.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 AMI_USER = "agi-router"
-AMI_SECRET = "change-me-ami"
+AMI_SECRET = "harness-ami-secret-0123"  # given to `asterisk setup` as the router's [ami] secret
 
 TEST_CONTEXT = """
 [test-agent]
@@ -130,15 +130,27 @@ def write_config(binary: Path, root: Path, *, agi_url: str, ami_port: int, sip_p
     (etc / "logger.conf").write_text("[general]\n[logfiles]\nmessages => notice,warning,error,verbose\n")
     (etc / "cdr.conf").write_text("[general]\nenable = no\n")
     (etc / "http.conf").write_text("[general]\nenabled = no\n")
-    src = ROOT / "asterisk"
-    ext = (src / "extensions.conf").read_text()
-    ext = re.sub(r"^ROUTER_AGI = .*$", f"ROUTER_AGI = {agi_url}", ext, flags=re.M)
-    (etc / "extensions.conf").write_text(ext + TEST_CONTEXT)
-    (etc / "pjsip.conf").write_text((src / "pjsip.conf").read_text().replace("127.0.0.1:5060", f"127.0.0.1:{sip_port}"))
-    (etc / "manager.conf").write_text((src / "manager.conf").read_text().replace("port = 5038", f"port = {ami_port}"))
-    for name in ("queues.conf", "rtp.conf"):
-        shutil.copy(src / name, etc / name)
+    install_config(etc, root / "router-var", secret=AMI_SECRET)
+    patch_addresses(etc, agi_url=agi_url, ami_port=ami_port, sip_port=sip_port)
+    (etc / "extensions.conf").write_text((etc / "extensions.conf").read_text() + TEST_CONTEXT)
     return AsteriskInstance(binary, root, ami_port, sip_port, agi_url)
+
+
+def install_config(etc: Path, data_dir: Path, *, secret: str = "") -> None:
+    """The product's own `agi-router asterisk setup --etc`: asterisk/*.conf + the AMI secret include.
+    ``secret`` "" = the router's generated secret under ``data_dir`` (as on a real first install)."""
+    from agi_router.asterisk_setup import setup_asterisk
+    from agi_router.config import AMISettings, Settings
+
+    setup_asterisk(Settings(data_dir=data_dir, ami=AMISettings(secret=secret)), etc, None)
+
+
+def patch_addresses(etc: Path, *, agi_url: str, ami_port: int, sip_port: int) -> None:
+    """Only the addresses differ from what `asterisk setup` installed (free ports for a test)."""
+    ext = re.sub(r"^ROUTER_AGI = .*$", f"ROUTER_AGI = {agi_url}", (etc / "extensions.conf").read_text(), flags=re.M)
+    (etc / "extensions.conf").write_text(ext)
+    (etc / "pjsip.conf").write_text((etc / "pjsip.conf").read_text().replace("127.0.0.1:5060", f"127.0.0.1:{sip_port}"))
+    (etc / "manager.conf").write_text((etc / "manager.conf").read_text().replace("port = 5038", f"port = {ami_port}"))
 
 
 def start(inst: AsteriskInstance, timeout: float = 30.0) -> None:

@@ -29,6 +29,15 @@ def pseudonymizer() -> Pseudonymizer:
     return Pseudonymizer(b"test-key-0123456789abcdef")
 
 
+@pytest.fixture(scope="session")
+def whisper_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real model, joined from the installed wheels and hashed: the only 145 MB hash of the session
+    (every test that needs Whisper, in-process or in a router subprocess, shares it)."""
+    from agi_router.speech.model import default_model_dir, ensure_whisper_base
+
+    return ensure_whisper_base(default_model_dir(tmp_path_factory.mktemp("data")))
+
+
 async def eventually(predicate: Callable[[], bool], timeout: float = 2.0, interval: float = 0.01) -> bool:
     """Poll ``predicate`` until it holds or ``timeout`` passes; returns its last value."""
     deadline = time.monotonic() + timeout

@@ -112,10 +112,26 @@ class FakeChannel:
     commands: list[str] = field(default_factory=list)
     hung_up: bool = False
     closed_by_router: bool = False
+    # Real time: STREAM FILE / GET DATA take as long as the prompt plays (this function of the prompt id,
+    # e.g. the router's PromptLengths), GET DATA then waits its timeout or the caller types after
+    # ``digit_delay`` s. None: instant answers.
+    play_seconds: Callable[[str], float] | None = None
+    digit_delay: float = 1.0
+    routed_at: float | None = None  # loop time at which ROUTER_DONE=1 was set (the caller is on their way)
     # res_agi reads commands with fgets() on a stdio stream, then polls the socket: a second command
     # sent before the first one's response sits in the stdio buffer unseen. Real Asterisk stalls;
     # the fake records it so tests can fail on it.
     pipelined: bool = False
+
+    def duration(self, argv: list[str], typed: str) -> float:
+        """How long Asterisk takes to answer this command, for a channel in real time."""
+        cmd = " ".join(argv[:2]).upper()
+        if self.play_seconds is None or cmd not in ("STREAM FILE", "GET DATA") or len(argv) < 3:
+            return 0.0
+        played = self.play_seconds(argv[2])
+        if cmd == "GET DATA":
+            return played + (self.digit_delay if typed else int(argv[3]) / 1000 if len(argv) > 3 else 5.0)
+        return played
 
     def answer(self, argv: list[str]) -> list[str]:
         cmd = " ".join(argv[:2]).upper()
@@ -145,6 +161,8 @@ class FakeChannel:
             if len(argv) != 4:
                 return USAGE_520
             self.variables[argv[2]] = argv[3]
+            if argv[2] == "ROUTER_DONE" and argv[3] == "1":
+                self.routed_at = asyncio.get_running_loop().time()
             return ["200 result=1"]
         if name == "EXEC":
             return ["200 result=0"]
@@ -198,6 +216,9 @@ async def run_call(host: str, port: int, channel: FakeChannel, *, timeout: float
                     if "HANGUP" in outs:
                         channel.hung_up = True
                 else:
+                    if channel.play_seconds is not None:
+                        typed = channel.dtmf[0] if channel.dtmf and line.upper().startswith("GET DATA") else ""
+                        await asyncio.sleep(channel.duration(argv, typed))
                     outs = channel.answer(argv)
                 for out in outs:
                     writer.write((out + "\n").encode())

@@ -47,6 +47,7 @@ class FakePBX:
     prompt_packets: list[int] = field(default_factory=list)  # RTP packets the router sent, per round
     hangups: list[str] = field(default_factory=list)
     leg_ends: list[tuple[str, str, float]] = field(default_factory=list)  # (leg, why, loop time)
+    speech_ends: list[float] = field(default_factory=list)  # loop time the caller's last packet of a round left
     lease_renewals: int = 0
 
     def __post_init__(self) -> None:
@@ -184,6 +185,7 @@ class FakePBX:
                 delay = start + (k + 1) * 0.02 - asyncio.get_running_loop().time()
                 if delay > 0:
                     await asyncio.sleep(delay)
+            self.speech_ends.append(asyncio.get_running_loop().time())
         if script.hang_up_after_s is not None:
             await asyncio.sleep(script.hang_up_after_s)
             return "hangup"

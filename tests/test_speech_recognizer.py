@@ -70,12 +70,6 @@ def speak(text: str) -> Pcm:
 # ---------------------------------------------------------------------------------------------- model files
 
 
-@pytest.fixture(scope="session")
-def whisper_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The real model, joined from the installed wheels and hashed: the only 145 MB hash of the session."""
-    return ensure_whisper_base(default_model_dir(tmp_path_factory.mktemp("data")))
-
-
 def test_real_model_is_joined_and_verified(whisper_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert whisper_dir.name == "whisper-base-ct2" and whisper_dir.parent.name == "models"
     assert (whisper_dir / "model.bin").stat().st_size == WHISPER_BASE_SIZE
