@@ -240,7 +240,7 @@ async def test_router_killed_mid_capture_ends_the_leg_within_the_lease(
         if proc.stderr is not None:
             proc.stderr.close()
         await fake_ami.stop()
-    leg, why, ended_at = pbx.leg_ends[0]
+    _leg, why, ended_at = pbx.leg_ends[0]
     dead_air = ended_at - killed_at
     print(f"leg ended by {why} {dead_air:.2f} s after the router was killed")
     assert why == "absolute-timeout"
