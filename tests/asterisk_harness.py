@@ -96,7 +96,11 @@ class AsteriskInstance:
         self.proc = None
 
 
-def write_config(binary: Path, root: Path, *, agi_url: str, ami_port: int, sip_port: int) -> AsteriskInstance:
+def write_config(
+    binary: Path, root: Path, *, agi_url: str, ami_port: int, sip_port: int, router_data_dir: Path | None = None
+) -> AsteriskInstance:
+    """``router_data_dir``: install as a user would, with the secret the router generated there (else the
+    harness's fixed test secret, for tests that run the router in-process)."""
     prefix = binary.resolve().parent.parent
     modules = Path(os.environ.get("AGI_ROUTER_ASTERISK_MODULES", prefix / "lib" / "asterisk" / "modules"))
     installed_data = Path(os.environ.get("AGI_ROUTER_ASTERISK_DATA", prefix / "var" / "lib" / "asterisk"))
@@ -130,7 +134,10 @@ def write_config(binary: Path, root: Path, *, agi_url: str, ami_port: int, sip_p
     (etc / "logger.conf").write_text("[general]\n[logfiles]\nmessages => notice,warning,error,verbose\n")
     (etc / "cdr.conf").write_text("[general]\nenable = no\n")
     (etc / "http.conf").write_text("[general]\nenabled = no\n")
-    install_config(etc, root / "router-var", secret=AMI_SECRET)
+    if router_data_dir is not None:
+        install_config(etc, router_data_dir)
+    else:
+        install_config(etc, root / "router-var", secret=AMI_SECRET)
     patch_addresses(etc, agi_url=agi_url, ami_port=ami_port, sip_port=sip_port)
     (etc / "extensions.conf").write_text((etc / "extensions.conf").read_text() + TEST_CONTEXT)
     return AsteriskInstance(binary, root, ami_port, sip_port, agi_url)
@@ -179,13 +186,13 @@ def start(inst: AsteriskInstance, timeout: float = 30.0) -> None:
 class AMI:
     """A minimal blocking AMI client for tests (the product's own AMI client is asyncio)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, secret: str = AMI_SECRET) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), 5)
         self.sock.settimeout(0.5)
         self.buf = b""
         self.events: list[dict[str, str]] = []
         self._read_until(b"\r\n")  # banner
-        self.send({"Action": "Login", "Username": AMI_USER, "Secret": AMI_SECRET, "ActionID": "login"})
+        self.send({"Action": "Login", "Username": AMI_USER, "Secret": secret, "ActionID": "login"})
         resp = self.wait(lambda m: m.get("ActionID") == "login", 5)
         if resp.get("Response") != "Success":
             raise RuntimeError(f"AMI login failed: {resp}")

@@ -1,0 +1,217 @@
+"""The caller's path out of the box, through a real Asterisk 22 (issue #9).
+
+Installed the way the README says: `agi-router asterisk setup` wrote Asterisk's configuration, the AMI
+secret and the prompts; the router runs as `agi-router serve` (a real process) on its embedded defaults
+but for free ports and the shared model directory; nothing is set by hand (no AMI secret anywhere in the
+router's settings). Calls are Local channels whose caller side plays audio (test-caller context).
+Judged from what the PBX does: AMI events with Asterisk's own timestamps.
+
+Skipped, with the reason shown, unless AGI_ROUTER_ASTERISK names an asterisk binary.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agi_router.policy.config import default_policy_path
+from tests.asterisk_harness import AMI, AsteriskInstance, free_port, start, write_config
+from tests.audio import have_tts, speak, write_wav
+
+BINARY = os.environ.get("AGI_ROUTER_ASTERISK", "")
+pytestmark = [
+    pytest.mark.asterisk,
+    pytest.mark.skipif(not BINARY, reason="needs a real Asterisk 22: set AGI_ROUTER_ASTERISK=/path/to/asterisk"),
+    pytest.mark.skipif(not have_tts(), reason="needs espeak-ng and sox"),
+]
+
+
+@dataclass
+class Shipped:
+    ast: AsteriskInstance
+    ami: AMI
+    var: Path
+    proc: subprocess.Popen[bytes]
+    metrics_port: int
+
+    def originate(self, number: str, **variables: str) -> str:
+        action_id = f"orig-{number}-{time.monotonic_ns()}"
+        fields = {
+            "Action": "Originate",
+            "Channel": f"Local/{number}@hotline-test",
+            "Context": "test-caller",
+            "Exten": "s",
+            "Priority": "1",
+            "Async": "true",
+            "ActionID": action_id,
+            "Timeout": "10000",
+        }
+        head = "".join(f"{k}: {v}\r\n" for k, v in fields.items())
+        extra = "".join(f"Variable: {k}={v}\r\n" for k, v in variables.items())
+        self.ami.sock.sendall((head + extra + "\r\n").encode())
+        return action_id
+
+    def route(self, timeout: float) -> dict[str, str]:
+        """The next RouterRoute UserEvent (the dialplan's record of the route taken)."""
+        return self.ami.wait(lambda m: m.get("UserEvent") == "RouterRoute" and "AGIStatus" in m, timeout)
+
+    def health(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/healthz", timeout=2) as r:
+            return r.read().decode()
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory: pytest.TempPathFactory, whisper_dir: Path) -> Iterator[Shipped]:
+    binary = Path(BINARY)
+    if not binary.exists():
+        pytest.fail(f"AGI_ROUTER_ASTERISK={BINARY} does not exist")
+    root = tmp_path_factory.mktemp("shipped")
+    var = root / "var"
+    agi_port, ami_port, metrics_port = free_port(), free_port(), free_port()
+    cfg = root / "router.toml"
+    # the bundled policy with its opening hours off (the tests run at any hour)
+    policy = root / "policy.toml"
+    text = default_policy_path().read_text()
+    policy.write_text(text.replace("[hours]\nenabled = true", "[hours]\nenabled = false"))
+    assert policy.read_text() != text
+    # otherwise only what a second service on this machine forces: free ports, the already-joined model
+    cfg.write_text(
+        f'data_dir = "{var}"\npolicy_file = "{policy}"\n[agi]\nport = {agi_port}\n[ami]\nport = {ami_port}\n[metrics]\nport = {metrics_port}\n'
+        f'[speech]\nmodel_dir = "{whisper_dir}"\nrtp_port_start = 31400\nrtp_port_end = 31500\n'
+    )
+    env = {**os.environ, "AGI_ROUTER_CONFIG": str(cfg)}
+    for k in ("AGI_ROUTER_AMI_SECRET", "AGI_ROUTER_PSEUDONYM_KEY"):
+        env.pop(k, None)
+    # the README's order: the router's first start creates its secret; setup gives it to Asterisk
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agi_router", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 60
+    while not (var / "ami.secret").exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    ast = write_config(
+        binary,
+        root / "ast",
+        agi_url=f"agi://127.0.0.1:{agi_port}/3646",
+        ami_port=ami_port,
+        sip_port=free_port(),
+        router_data_dir=var,
+    )
+    subprocess.run(
+        [sys.executable, "-m", "agi_router", "asterisk", "setup", "--sounds", str(ast.root / "data" / "sounds" / "fr")],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    start(ast)
+    ami = AMI(ami_port, secret=(var / "ami.secret").read_text().strip())
+    try:
+        yield Shipped(ast, ami, var, proc, metrics_port)
+    finally:
+        ami.close()
+        ast.stop()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+def _wait_ready(s: Shipped, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert s.proc.poll() is None, "the router exited"
+        try:
+            if '"ok"' in s.health():
+                return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"the router never logged in to Asterisk's AMI: {s.health()}")
+
+
+def _ts(m: dict[str, str]) -> float:
+    return float(m["Timestamp"])
+
+
+def test_live_audio_starts_out_of_the_box(shipped: Shipped) -> None:
+    """The router logs in with the secret setup gave Asterisk; a caller who speaks is heard on a
+    capture leg; the router's decision reaches the dialplan."""
+    _wait_ready(shipped)
+    write_wav(
+        shipped.ast.root / "data" / "sounds" / "fr" / "test" / "motive.wav",
+        np.concatenate([speak("je voudrais commander une nouvelle carte vitale"), np.zeros(8000, np.int16)]),
+    )
+    # the caller speaks, then presses 0 (a person) 2.5 s later if still asked: whatever Whisper made of
+    # synthetic speech, the call ends routed by the router
+    shipped.originate("0612000001", TEST_FIRST_WAIT="1", TEST_PLAY="test/motive", TEST_DTMF2="0", TEST_HOLD="40")
+    route = shipped.route(60)
+    legs = [m for m in shipped.ami.events if m.get("Variable") == "UNICASTRTP_LOCAL_PORT"]
+    assert legs and legs[0]["Channel"].startswith("UnicastRTP/127.0.0.1:314"), "no capture leg: live audio off"
+    assert (route["Done"], route["AGIStatus"]) == ("1", "SUCCESS"), route
+    print(f"spoken motive call: rule {route['Rule']}, motive {route.get('Motive')!r}")
+
+
+def test_no_agent_logged_in_is_not_saturation(shipped: Shipped) -> None:
+    """No agent is logged in anywhere here (the queue members are unregistered softphones): a skill-queue
+    caller is sent to the reception queue, with no dissuasion and no callback offer."""
+    _wait_ready(shipped)
+    shipped.originate("0612000002", MOTIVE_HINT="carte_vitale_vol", TEST_HOLD="6")
+    route = shipped.route(20)
+    # action "queue" (not "dissuade"): route-queue, no saturation message; the router offers callbacks
+    # only on dissuasion, so none was offered
+    assert (route["Action"], route["Queue"], route["Rule"]) == ("queue", "accueil", "queue.unstaffed"), route
+
+
+def test_a_silent_caller_is_in_a_queue_within_40_s(shipped: Shipped) -> None:
+    """No input at all: ask-motive, re-prompt, the short menu twice, then a person: the dialplan has the
+    human route < 40 s after the first round gave up (first leg's hang-up), Asterisk's timestamps."""
+    _wait_ready(shipped)
+    start_at = len(shipped.ami.events)
+    shipped.originate("0612000003", TEST_HOLD="70")
+    route = shipped.route(80)
+    events = shipped.ami.events[start_at:]
+    leg_hangups = [m for m in events if m.get("Event") == "Hangup" and m.get("Channel", "").startswith("UnicastRTP/")]
+    assert len(leg_hangups) == 2, [m.get("Channel") for m in leg_hangups]
+    waited = _ts(route) - _ts(leg_hangups[0])
+    print(f"silent caller: human route {waited:.1f} s after the first round ended")
+    assert (route["Done"], route["Rule"], route["Queue"]) == ("1", "motive.none", "accueil"), route
+    assert waited < 40.0
+
+
+def test_router_killed_mid_capture_leaves_at_most_the_lease_of_silence(shipped: Shipped) -> None:
+    """SIGKILL of `agi-router serve` while the caller talks on the capture leg: the leg's lease
+    (TIMEOUT(absolute), renewed over AMI) runs out, Dial returns, the AGI socket is closed, and the
+    dialplan takes the human route. Runs last: it kills the module's router."""
+    _wait_ready(shipped)
+    long_talk = np.concatenate([speak("alors voilà c'est compliqué je vous explique " * 3)] * 3)
+    write_wav(shipped.ast.root / "data" / "sounds" / "fr" / "test" / "long.wav", long_talk)
+    start_at = len(shipped.ami.events)
+    shipped.originate("0612000004", TEST_FIRST_WAIT="0.5", TEST_PLAY="test/long", TEST_HOLD="30")
+    shipped.ami.wait(lambda m: m.get("Variable") == "UNICASTRTP_LOCAL_PORT", 30)
+    time.sleep(2.5)  # well into the capture: several renewals done
+    killed_at = time.time()
+    shipped.proc.send_signal(signal.SIGKILL)
+    route = shipped.route(30)
+    events = shipped.ami.events[start_at:]
+    leg_end = next(m for m in events if m.get("Event") == "Hangup" and m.get("Channel", "").startswith("UnicastRTP/"))
+    dead_air, to_route = _ts(leg_end) - killed_at, _ts(route) - killed_at
+    print(f"router killed: leg ended {dead_air:.2f} s later, human route {to_route:.2f} s later")
+    assert (route["Done"], route["AGIStatus"]) == ("0", "SUCCESS"), route  # -> route-human
+    assert dead_air <= 2.3 and to_route <= 2.5
+
