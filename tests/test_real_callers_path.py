@@ -87,7 +87,8 @@ def shipped(tmp_path_factory: pytest.TempPathFactory, whisper_dir: Path) -> Iter
     assert policy.read_text() != text
     # otherwise only what a second service on this machine forces: free ports, the already-joined model
     cfg.write_text(
-        f'data_dir = "{var}"\npolicy_file = "{policy}"\n[agi]\nport = {agi_port}\n[ami]\nport = {ami_port}\n[metrics]\nport = {metrics_port}\n'
+        f'data_dir = "{var}"\npolicy_file = "{policy}"\n'
+        f"[agi]\nport = {agi_port}\n[ami]\nport = {ami_port}\n[metrics]\nport = {metrics_port}\n"
         f'[speech]\nmodel_dir = "{whisper_dir}"\nrtp_port_start = 31400\nrtp_port_end = 31500\n'
     )
     env = {**os.environ, "AGI_ROUTER_CONFIG": str(cfg)}
@@ -214,4 +215,3 @@ def test_router_killed_mid_capture_leaves_at_most_the_lease_of_silence(shipped: 
     print(f"router killed: leg ended {dead_air:.2f} s later, human route {to_route:.2f} s later")
     assert (route["Done"], route["AGIStatus"]) == ("0", "SUCCESS"), route  # -> route-human
     assert dead_air <= 2.3 and to_route <= 2.5
-

@@ -395,6 +395,24 @@ def build() -> dict[str, Any]:
     lay.row("Queues")
     lay.add(timeseries("Callers waiting", [("sum by (queue) (agi_router_queue_callers_waiting)", "{{queue}}")]), 8)
     lay.add(timeseries("Agents available", [("sum by (queue) (agi_router_queue_agents_available)", "{{queue}}")]), 8)
+    # No agent logged in is not saturation: the router sends skill callers to the reception queue (rule
+    # queue.unstaffed); with nobody there either, Asterisk answers JOINUNAVAIL and the dialplan says
+    # "router/queue-unavailable" and hangs up (alert AgiRouterNoAgentLoggedIn).
+    lay.add(
+        timeseries(
+            "Agents logged in (0 on accueil = callers hung up)",
+            [("sum by (queue) (agi_router_queue_agents_logged_in)", "{{queue}}")],
+        ),
+        8,
+    )
+    lay.add(
+        timeseries(
+            "Rerouted: skill queue with nobody logged in",
+            [(f'sum(rate(agi_router_policy_rules_total{{rule="queue.unstaffed"}}[{RANGE}])) * 60', "to accueil")],
+            "cpm",
+        ),
+        8,
+    )
     lay.add(
         timeseries(
             "Longest wait",
