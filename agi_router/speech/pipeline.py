@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..callflow.speech import Recognition
+from ..motives.human import asks_for_person
 from .recognizer import Recognizer
 
 __all__ = ["MotiveGuessLike", "TextMotiveClassifier", "TranscribeThenClassify"]
@@ -42,6 +43,9 @@ class TranscribeThenClassify:
 
     async def recognize(self, pcm: npt.NDArray[np.int16]) -> Recognition:
         t = await self.recognizer.transcribe(pcm)
+        if asks_for_person(t.text):  # checked first: "dites conseiller" is promised at every prompt
+            log.debug("recognised %.2f s in %.0f ms -> a person asked for", t.audio_s, t.latency_s * 1000)
+            return Recognition(None, 1.0, None, t.text, human_requested=True)
         guess = self.classifier.classify(t.text)
         log.debug(
             "recognised %.2f s in %.0f ms -> %s (%.2f)",
