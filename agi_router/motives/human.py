@@ -28,7 +28,7 @@ _NOT_WORD = re.compile(r"[^a-z0-9 ]+")
 
 
 def _normalise(text: str) -> str:
-    t = unicodedata.normalize("NFKD", text.lower().replace("’", "'"))
+    t = unicodedata.normalize("NFKD", text.lower().replace("\u2019", "'"))
     t = "".join(c for c in t if not unicodedata.combining(c)).replace("'", " ")
     return " ".join(_NOT_WORD.sub(" ", t).split())
 
