@@ -157,6 +157,41 @@ async def test_saturated_queue_dissuades_through_fastagi(mini_policy: Policy, ps
         await server.close()
 
 
+async def test_queue_with_no_agent_logged_in_through_fastagi(mini_policy: Policy, pseudonymizer: Pseudonymizer) -> None:
+    """Issue #9: fresh AMI data, nobody logged in to the skill queue and nobody waiting. Before, the
+    estimated wait was infinite and every caller was dissuaded and offered a callback nobody could take;
+    now: the reception queue, no saturation message, no callback offer."""
+    model = QueueModel()
+    model.load_status(
+        [
+            msg(Event="QueueParams", Queue="droits", TalkTime="300"),
+            msg(Event="QueueMember", Queue="droits", Name="Agent 2", Interface="PJSIP/agent2", Status="5", Paused="0"),
+            msg(Event="QueueParams", Queue="accueil", TalkTime="300"),
+            msg(Event="QueueMember", Queue="accueil", Name="Agent 1", Interface="PJSIP/agent1", Status="1", Paused="0"),
+        ]
+    )
+    assert model.snapshot("droits").logged_in_agents == 0 and model.snapshot("accueil").logged_in_agents == 1
+    flow = CallFlow(
+        policy=PolicyHolder(mini_policy),
+        directory=StubDirectory(everyone=AccountFacts(True, True, date(2026, 11, 1))),
+        memory=InMemoryCallerMemory(),
+        pseudonymizer=pseudonymizer,
+        capture=HintCapture(),
+        queue_state=model.snapshot,
+        clock=lambda: datetime(2026, 11, 24, 10, 0, tzinfo=UTC),
+    )
+    server = AGIServer({"3646": flow}, AGIServerConfig(port=0))
+    await server.start()
+    try:
+        ch = await run_call("127.0.0.1", server.sockets[0][1], FakeChannel(args=["carte_vitale_perdue"]))
+    finally:
+        await server.close()
+    v = ch.variables
+    assert (v["ROUTER_ACTION"], v["ROUTER_QUEUE"], v["ROUTER_RULE"]) == ("queue", "accueil", "queue.unstaffed")
+    assert (v["ROUTER_PROMPTS"], v["ROUTER_CALLBACK_OFFER"]) == ("", "0")
+    assert not any("callback-offer" in c for c in ch.commands)
+
+
 async def test_event_during_resync_is_not_lost() -> None:
     """Found on a real Asterisk 22: a QueueMemberAdded arriving while QueueStatus is in flight was
     overwritten by the (older) QueueStatus answer."""
