@@ -123,6 +123,19 @@ async def test_resync_on_connect_and_stale_on_disconnect() -> None:
         await fake.stop()
 
 
+def _hint_flow(model: QueueModel, policy: Policy, pseudonymizer: Pseudonymizer) -> CallFlow:
+    """A call flow whose motive comes from the dialplan hint and whose queue data from ``model``."""
+    return CallFlow(
+        policy=PolicyHolder(policy),
+        directory=StubDirectory(everyone=AccountFacts(True, True, date(2026, 11, 1))),
+        memory=InMemoryCallerMemory(),
+        pseudonymizer=pseudonymizer,
+        capture=HintCapture(),
+        queue_state=model.snapshot,
+        clock=lambda: datetime(2026, 11, 24, 10, 0, tzinfo=UTC),
+    )
+
+
 async def test_saturated_queue_dissuades_through_fastagi(mini_policy: Policy, pseudonymizer: Pseudonymizer) -> None:
     model = QueueModel()
     model.load_status(
@@ -134,16 +147,7 @@ async def test_saturated_queue_dissuades_through_fastagi(mini_policy: Policy, ps
     for i in range(45):
         model.on_join(msg(Event="QueueCallerJoin", Queue="droits", Uniqueid=f"w{i}"))
 
-    flow = CallFlow(
-        policy=PolicyHolder(mini_policy),
-        directory=StubDirectory(everyone=AccountFacts(True, True, date(2026, 11, 1))),
-        memory=InMemoryCallerMemory(),
-        pseudonymizer=pseudonymizer,
-        capture=HintCapture(),
-        queue_state=model.snapshot,
-        clock=lambda: datetime(2026, 11, 24, 10, 0, tzinfo=UTC),
-    )
-    server = AGIServer({"3646": flow}, AGIServerConfig(port=0))
+    server = AGIServer({"3646": _hint_flow(model, mini_policy, pseudonymizer)}, AGIServerConfig(port=0))
     await server.start()
     try:
         port = server.sockets[0][1]
@@ -171,16 +175,7 @@ async def test_queue_with_no_agent_logged_in_through_fastagi(mini_policy: Policy
         ]
     )
     assert model.snapshot("droits").logged_in_agents == 0 and model.snapshot("accueil").logged_in_agents == 1
-    flow = CallFlow(
-        policy=PolicyHolder(mini_policy),
-        directory=StubDirectory(everyone=AccountFacts(True, True, date(2026, 11, 1))),
-        memory=InMemoryCallerMemory(),
-        pseudonymizer=pseudonymizer,
-        capture=HintCapture(),
-        queue_state=model.snapshot,
-        clock=lambda: datetime(2026, 11, 24, 10, 0, tzinfo=UTC),
-    )
-    server = AGIServer({"3646": flow}, AGIServerConfig(port=0))
+    server = AGIServer({"3646": _hint_flow(model, mini_policy, pseudonymizer)}, AGIServerConfig(port=0))
     await server.start()
     try:
         ch = await run_call("127.0.0.1", server.sockets[0][1], FakeChannel(args=["carte_vitale_perdue"]))
