@@ -36,6 +36,9 @@ VPY=.venv/bin/python
 $VPY -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 
 if [ "$mode" = serve ]; then
+    # espeak-ng + sox speak the prompts on first start (the router streams two itself; `agi-router
+    # asterisk setup` installs all of them for Asterisk)
+    ensure_debs espeak-ng sox
     $VPY -m pip install -q -e .
     exec .venv/bin/agi-router serve "$@"
 fi
