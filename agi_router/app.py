@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 import wave
 from collections.abc import Callable
 from contextlib import suppress
@@ -33,11 +34,12 @@ from .exceptions import ConfigError, DirectoryError
 from .media.rtp import PortPool
 from .metrics import MetricsServer, RouterMetrics, TimedDirectory, TimedMemory, TimedSms
 from .motives.catalogue import Catalogue
+from .motives.understanding import Thresholds, Understander
 from .policy.config import load_policy
 from .policy.engine import is_open
 from .policy.model import AccountFacts
 from .privacy import Pseudonymizer, load_or_create_key
-from .prompts import PromptLengths
+from .prompts import CONFIRM_PREFIX, PromptLengths
 from .queues.model import QueueModel
 from .queues.outcomes import OutcomeTracker
 from .sms import HTTPSmsGateway, NoSms, SmsSender
@@ -286,9 +288,8 @@ def build_speech(settings: Settings, catalogue: Catalogue, ami: AMIClient | None
     if ami is None:
         log.warning("live audio disabled: it needs AMI ([ami] enabled = false)")
         return None
-    from .motives.classifier import MotiveClassifier, load_out_of_scope
     from .speech.model import resolve_model_dir
-    from .speech.pipeline import TranscribeThenClassify
+    from .speech.pipeline import TranscribeThenUnderstand
     from .speech.recognizer import WhisperRecognizer
 
     try:
@@ -299,6 +300,9 @@ def build_speech(settings: Settings, catalogue: Catalogue, ami: AMIClient | None
         return None
     sounds = settings.path(Path(sp.sounds_dir))
     ensure_streamed_prompts(catalogue, sounds)
+    confirm = ConfirmPrompts(catalogue, sounds)
+    if sp.confirm:
+        confirm.build_missing_in_background()
     prompt = _load_prompt(sounds / "router" / "ask-motive.wav")
     reprompt = _load_prompt(sounds / "router" / "not-understood.wav")
     if prompt is None:
@@ -306,12 +310,73 @@ def build_speech(settings: Settings, catalogue: Catalogue, ami: AMIClient | None
     return SpeechCapture(
         LegRegistry(ami),
         PortPool(sp.rtp_port_start, sp.rtp_port_end),
-        # reject rule chosen on the catalogue's examples AND the bundled out-of-scope [tune] sentences
-        TranscribeThenClassify(recognizer, MotiveClassifier(catalogue, out_of_scope=load_out_of_scope()[0])),
+        TranscribeThenUnderstand(recognizer, build_understander(settings, catalogue)),
         speech_config(settings),
         prompt=prompt,
         reprompt=reprompt,
+        confirm_prompt=confirm.pcm,
     )
+
+
+def build_understander(settings: Settings, catalogue: Catalogue) -> Understander:
+    """Transcript -> level and motive: exactly what a live call runs after recognition (and what
+    ``agi-router motive classify`` and ``speech eval`` run)."""
+    from .motives.classifier import MotiveClassifier, RejectRule, load_out_of_scope
+
+    u = settings.understanding
+    # reject rule chosen on the catalogue's examples AND the bundled out-of-scope [tune] sentences
+    classifier = MotiveClassifier(catalogue, out_of_scope=load_out_of_scope()[0])
+    return Understander(
+        catalogue,
+        classifier,
+        Thresholds(
+            motive=RejectRule(u.motive_confidence, u.motive_margin) if u.motive_confidence >= 0 else None,
+            queue_confidence=u.queue_confidence,
+            confirm_confidence=u.confirm_confidence,
+            part_queue_confidence=u.part_queue_confidence,
+        ),
+    )
+
+
+class ConfirmPrompts:
+    """The "Vous appelez pour X ?" questions, streamed by the router: loaded from ``sounds`` when first
+    asked for; missing ones are spoken in a background thread at start-up (espeak-ng, ~60 ms each). A
+    motive whose question is not there yet is simply not confirmed (the caller is asked again)."""
+
+    def __init__(self, catalogue: Catalogue, sounds: Path) -> None:
+        self.catalogue = catalogue
+        self.sounds = sounds
+        self._cache: dict[str, npt.NDArray[np.int16]] = {}
+
+    def path(self, motive_id: str) -> Path:
+        return self.sounds / f"{CONFIRM_PREFIX}{motive_id}.wav"
+
+    def pcm(self, motive_id: str) -> npt.NDArray[np.int16] | None:
+        if motive_id not in self._cache:
+            pcm = _load_prompt(self.path(motive_id))
+            if pcm is None:
+                return None
+            self._cache[motive_id] = pcm
+        return self._cache[motive_id]
+
+    def build_missing_in_background(self) -> threading.Thread | None:
+        from .prompts import build_prompts
+
+        missing = [f"{CONFIRM_PREFIX}{m.id}" for m in self.catalogue if m.kind == "normal"]
+        missing = [p for p in missing if not (self.sounds / f"{p}.wav").exists()]
+        if not missing:
+            return None
+
+        def speak() -> None:
+            try:
+                build_prompts(self.catalogue, self.sounds, only=missing)
+                log.info("spoke %d confirmation question(s) into %s", len(missing), self.sounds)
+            except (ConfigError, OSError, subprocess.CalledProcessError) as exc:
+                log.warning("could not speak the confirmation questions into %s: %s", self.sounds, exc)
+
+        t = threading.Thread(target=speak, name="confirm-prompts", daemon=True)
+        t.start()
+        return t
 
 
 def speech_config(settings: Settings) -> SpeechConfig:
@@ -324,6 +389,9 @@ def speech_config(settings: Settings) -> SpeechConfig:
         attempts=sp.attempts,
         no_input_ms=sp.no_input_ms,
         lease_s=sp.lease_s,
+        confirm=sp.confirm,
+        confirm_attempts=sp.confirm_attempts,
+        confirm_no_input_ms=sp.confirm_no_input_ms,
         fallback_budget_s=settings.flow.fallback_budget_s,
         jitter_packets=sp.jitter_packets,
         endpointer=EndpointerConfig(

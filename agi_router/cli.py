@@ -3,6 +3,7 @@
     agi-router serve [--config FILE] [--host H] [--port P]
     agi-router directory import FILE.csv [--replace] [--config FILE]
     agi-router policy check [FILE] [--config FILE]
+    agi-router motive classify [FILE|-] [--config FILE]
     agi-router prompts list | build DIR [--voice fr+f2]
     agi-router asterisk setup [--etc DIR] [--sounds DIR] [--rebuild-prompts]
     agi-router audit explain CALL_ID [--config FILE]
@@ -42,6 +43,14 @@ def _parser() -> argparse.ArgumentParser:
     psub = pol.add_subparsers(dest="pcmd", required=True)
     chk = psub.add_parser("check", help="validate a policy file (default: the configured one)")
     chk.add_argument("file", type=Path, nargs="?")
+    mo = sub.add_parser("motive", help="the motive classifier")
+    mosub = mo.add_subparsers(dest="mocmd", required=True)
+    cl = mosub.add_parser(
+        "classify",
+        help="read transcripts (one per line) and print one JSON line each: level, motive, queue, several "
+        "requests, person asked for (the code path a live call takes after recognition)",
+    )
+    cl.add_argument("file", nargs="?", default="-", help="a UTF-8 text file, or - for standard input (default)")
     pr = sub.add_parser("prompts", help="French prompts for Asterisk")
     prsub = pr.add_subparsers(dest="prcmd", required=True)
     prsub.add_parser("list", help="print every prompt id and its text (tab-separated)")
@@ -128,6 +137,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             f"{len(policy.deflect_motives)} deflectable motive(s)"
         )
         return 0
+    if args.cmd == "motive":
+        return _classify(args.file, settings)
     if args.cmd == "prompts":
         from .motives.catalogue import Catalogue
         from .prompts import build_prompts, prompt_texts
@@ -166,3 +177,31 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         print(make_pseudonymizer(settings).of_e164(normalize_e164(args.number)))
         return 0
     raise AssertionError(args.cmd)
+
+
+def _classify(source: str, settings: Settings) -> int:
+    import json
+
+    from .app import build_understander
+    from .motives.catalogue import Catalogue
+
+    if source == "-":
+        stream = sys.stdin
+    else:
+        try:
+            stream = open(source, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read transcripts: {exc.strerror or exc}", file=source) from None
+    understander = build_understander(settings, Catalogue.load(settings.catalogue_file))
+    n = 0
+    try:
+        for n, line in enumerate(stream, 1):  # noqa: B007 - n names the bad line below
+            text = line.strip()
+            if text:
+                print(json.dumps(understander.understand(text).as_json(), ensure_ascii=False), flush=True)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"line {n + 1}: not UTF-8 ({exc.reason}); save the file as UTF-8", file=source) from None
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+    return 0

@@ -94,6 +94,9 @@ class SpeechSettings:
     pre_roll_ms: int = 300
     max_utterance_ms: int = 10000
     lease_s: float = 2.0  # a capture leg whose lease the router stops renewing ends this long after
+    confirm: bool = True  # plausible but unsure: "Vous appelez pour X ?" (yes/no/1/2) instead of re-asking
+    confirm_attempts: int = 2
+    confirm_no_input_ms: int = 3000
     sounds_dir: str = "sounds/fr"  # the router's prompts (streamed for barge-in; `asterisk setup` installs them)
     # media: the RTP ports of the capture legs, outside Asterisk's rtp.conf range
     rtp_port_start: int = 30000
@@ -102,6 +105,18 @@ class SpeechSettings:
     advertise_host: str = "127.0.0.1"
     asterisk_host: str = "127.0.0.1"
     jitter_packets: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class UnderstandingSettings:
+    """Where each level of ``motives/understanding.py`` starts (chosen on the project's tuning sentences:
+    README, "Spoken motive"). ``motive_confidence`` < 0: the classifier's own cross-validated rule."""
+
+    motive_confidence: float = -1.0
+    motive_margin: float = 0.0
+    queue_confidence: float = 0.75
+    confirm_confidence: float = 0.30
+    part_queue_confidence: float = 0.80
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +155,7 @@ class Settings:
     sms: SmsSettings = field(default_factory=SmsSettings)
     ami: AMISettings = field(default_factory=AMISettings)
     speech: SpeechSettings = field(default_factory=SpeechSettings)
+    understanding: UnderstandingSettings = field(default_factory=UnderstandingSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: str = "<defaults>"
@@ -252,6 +268,9 @@ def load_settings(path: Path | None = None) -> Settings:
         pre_roll_ms=sp.int_range("pre_roll_ms", 0, 2000, ds.pre_roll_ms),
         max_utterance_ms=sp.int_range("max_utterance_ms", 1000, 30000, ds.max_utterance_ms),
         lease_s=sp.float_range("lease_s", 0.5, 30.0, ds.lease_s),
+        confirm=sp.get("confirm", bool, ds.confirm),
+        confirm_attempts=sp.int_range("confirm_attempts", 1, 3, ds.confirm_attempts),
+        confirm_no_input_ms=sp.int_range("confirm_no_input_ms", 500, 30000, ds.confirm_no_input_ms),
         sounds_dir=sp.get("sounds_dir", str, ds.sounds_dir),
         rtp_port_start=sp.int_range("rtp_port_start", 1024, 65534, ds.rtp_port_start),
         rtp_port_end=sp.int_range("rtp_port_end", 1026, 65536, ds.rtp_port_end),
@@ -269,6 +288,17 @@ def load_settings(path: Path | None = None) -> Settings:
     if speech.jitter_packets & (speech.jitter_packets - 1):
         raise sp.err("jitter_packets", "must be 0 or a power of 2")
     sp.finish()
+
+    un = root.table("understanding")
+    du = d.understanding
+    understanding = UnderstandingSettings(
+        motive_confidence=un.float_range("motive_confidence", -1.0, 1.0, du.motive_confidence),
+        motive_margin=un.float_range("motive_margin", 0.0, 1.0, du.motive_margin),
+        queue_confidence=un.float_range("queue_confidence", 0.0, 1.0, du.queue_confidence),
+        confirm_confidence=un.float_range("confirm_confidence", 0.0, 1.0, du.confirm_confidence),
+        part_queue_confidence=un.float_range("part_queue_confidence", 0.0, 1.0, du.part_queue_confidence),
+    )
+    un.finish()
 
     me = root.table("metrics")
     metrics = MetricsSettings(
@@ -300,6 +330,7 @@ def load_settings(path: Path | None = None) -> Settings:
         sms=sms,
         ami=ami,
         speech=speech,
+        understanding=understanding,
         metrics=metrics,
         log=logs,
         source=f,

@@ -7,6 +7,7 @@ what Asterisk plays without transcoding: 8 kHz, mono, 16-bit WAV. Layout (Asteri
     DIR/router/menu-skills.wav
     DIR/router/menu-skill-<skill>.wav
     DIR/router/online/<motive id>.wav      (deflectable motives: the online procedure)
+    DIR/router/confirm/<motive id>.wav     ("Vous appelez pour X ? Dites oui ou non, ou tapez 1 ou 2.")
     DIR/router/<fixed prompt>.wav          (deflect-intro, goodbye, closed, ...)
 
 Install with ``DIR = /var/lib/asterisk/sounds/fr`` (or ``astdatadir``/sounds/fr).
@@ -15,6 +16,7 @@ Recorded human prompts can replace any file later: the ids stay the same.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import wave
@@ -24,7 +26,16 @@ from pathlib import Path
 from .exceptions import ConfigError
 from .motives.catalogue import Catalogue
 
-__all__ = ["FIXED_PROMPTS", "PROMPT_SPEED", "PromptLengths", "build_prompts", "prompt_texts", "speak_to_wav"]
+__all__ = [
+    "CONFIRM_PREFIX",
+    "FIXED_PROMPTS",
+    "PROMPT_SPEED",
+    "PromptLengths",
+    "build_prompts",
+    "confirm_text",
+    "prompt_texts",
+    "speak_to_wav",
+]
 
 # Short, recorded-style prompts: the whole fallback dialogue of a caller who is not understood must put
 # them in a person's queue within 40 s of their first sentence (see callflow/capture.py), so every
@@ -86,7 +97,20 @@ def prompt_texts(catalogue: Catalogue) -> dict[str, str]:
     for m in catalogue:
         if m.simple and m.online:
             out[f"router/online/{m.id}"] = m.online
+        if m.kind == "normal":
+            out[f"{CONFIRM_PREFIX}{m.id}"] = confirm_text(m.label)
     return out
+
+
+#: "Vous appelez pour X ?" of each motive (streamed by the router, with barge-in): router/confirm/<motive id>
+CONFIRM_PREFIX = "router/confirm/"
+
+
+def confirm_text(label: str) -> str:
+    """The confirmation question for a motive label: its words without the parenthesis, then how to answer."""
+    phrase = re.sub(r"\s*\([^)]*\)", "", label).strip()
+    phrase = phrase[0].lower() + phrase[1:] if phrase[:2] != phrase[:2].upper() else phrase
+    return f"Vous appelez pour : {phrase} ? Dites oui ou non, ou tapez 1 ou 2."
 
 
 def speak_to_wav(text: str, target: Path, *, voice: str = "fr+f2", speed: int = 150, trim: bool = False) -> None:

@@ -31,8 +31,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -55,6 +56,9 @@ from ..speech.endpointer import (
 from .capture import CallContext, SpeechRound
 from .legs import LegRegistry, LegWatch
 
+if TYPE_CHECKING:
+    from ..motives.understanding import Understanding
+
 __all__ = ["MediaTotals", "MotiveRecognizer", "Recognition", "RoundOutcome", "SpeechCapture", "SpeechConfig"]
 
 log = logging.getLogger(__name__)
@@ -64,15 +68,41 @@ Pcm = npt.NDArray[np.int16]
 
 @dataclass(frozen=True, slots=True)
 class Recognition:
-    motive_id: str | None  # None: not understood (rejected)
+    motive_id: str | None  # None: not understood (rejected), or to be confirmed (see ``understanding``)
     confidence: float = 0.0
     runner_up: str | None = None
     transcript: str = ""
     human_requested: bool = False
+    understanding: Understanding | None = None  # the understander's full answer (levels, parts)
+    reply: str = ""  # confirmation turn: "yes" | "no" | "person" | "" (not understood)
+
+    @classmethod
+    def of(cls, u: Understanding) -> Recognition:
+        facts = u.facts()
+        return cls(
+            facts.motive_id if facts is not None else None,
+            u.confidence,
+            u.runner_up,
+            u.text,
+            human_requested=u.person,
+            understanding=u,
+        )
+
+    def facts(self) -> MotiveFacts:
+        """What the policy is given for an accepted recognition."""
+        if self.understanding is not None:
+            f = self.understanding.facts()
+            if f is not None:
+                return f
+        return MotiveFacts(self.motive_id, self.confidence, "speech", self.runner_up, self.human_requested)
 
 
 class MotiveRecognizer(Protocol):
     async def recognize(self, pcm: Pcm) -> Recognition: ...
+
+    async def reply(self, pcm: Pcm) -> Recognition:
+        """The confirmation turn: the transcript read as yes / no / a person (``Recognition.reply``)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +121,14 @@ class SpeechConfig:
     endpointer: EndpointerConfig = field(default_factory=EndpointerConfig)
     prompt_file: str = "router/ask-motive"  # STREAM FILE fallback when no PCM is loaded
     reprompt_file: str = "router/not-understood"
+    confirm: bool = True  # a plausible but unsure motive: "Vous appelez pour X ?" instead of re-asking
+    confirm_attempts: int = 2  # the question, then once more after silence or an answer not understood
+    confirm_no_input_ms: int = 3000  # after the question
 
 
 @dataclass(slots=True)
 class RoundOutcome:
+    mode: str = "motive"  # motive | confirm
     recognition: Recognition | None = None
     digits: str = ""
     no_input: bool = False
@@ -115,6 +149,10 @@ class RoundOutcome:
             kind = "no_input"
         elif r is not None and r.human_requested:
             kind = "human_request"
+        elif self.mode == "confirm":
+            kind = f"confirm_{r.reply}" if r is not None and r.reply in ("yes", "no") else "no_match"
+        elif r is not None and r.understanding is not None and r.understanding.level == "confirm":
+            kind = "to_confirm"
         elif r is not None and r.motive_id:
             kind = "recognised"
         elif r is not None:
@@ -153,6 +191,7 @@ class SpeechCapture:
         *,
         prompt: Pcm | None = None,
         reprompt: Pcm | None = None,
+        confirm_prompt: Callable[[str], Pcm | None] | None = None,
     ) -> None:
         self.legs = legs
         self.ports = ports
@@ -160,6 +199,8 @@ class SpeechCapture:
         self.config = config or SpeechConfig()
         self.prompt = prompt
         self.reprompt = reprompt
+        #: motive id -> "Vous appelez pour X ? ..." as 8 kHz PCM, or None (no question for it: re-ask)
+        self.confirm_prompt = confirm_prompt or (lambda _motive: None)
         self.rounds: list[RoundOutcome] = []  # last rounds, for tests and logs
         self.streams: set[RtpStream] = set()  # capture legs in progress
         self.totals = MediaTotals()
@@ -194,9 +235,64 @@ class SpeechCapture:
             r = outcome.recognition
             if r is not None and (r.motive_id or r.human_requested):
                 call.speech_ended_at = outcome.speech_end_at
-                return MotiveFacts(r.motive_id, r.confidence, "speech", r.runner_up, r.human_requested)
+                return r.facts()
             # not understood, or nothing said: the clock to a person starts at the end of that sentence
             call.start_fallback(cfg.fallback_budget_s, outcome.speech_end_at)
+            u = r.understanding if r is not None else None
+            if u is not None and u.level == "confirm" and u.motive_id and cfg.confirm:
+                try:
+                    confirmed = await self._confirm(session, call, u)
+                except MediaError as exc:
+                    log.warning("confirmation unavailable for %s: %s", call.call_id, exc)
+                    return None
+                if confirmed is not None or call.pending_digits:
+                    return confirmed
+        return None
+
+    async def _confirm(self, session: AGISession, call: CallContext, u: Understanding) -> MotiveFacts | None:
+        """ "Vous appelez pour X ? Dites oui ou non, ou tapez 1 ou 2." Yes: X, confirmed (confidence 1);
+        a person asked for: a person; no: ``None`` (asked again, or the menu); silence or an answer not
+        understood: the question once more, if it fits in the time to a person."""
+        cfg = self.config
+        assert u.motive_id is not None
+        question = self.confirm_prompt(u.motive_id)
+        if question is None:
+            return None
+        step = len(question) / 8000 + cfg.confirm_no_input_ms / 1000
+        for _ in range(cfg.confirm_attempts):
+            if not self.legs.available or not call.fits(step):
+                return None
+            try:
+                outcome = await self._round(session, call, question=question)
+            except RecognitionError as exc:
+                self.totals.recognizer_errors += 1
+                call.speech_rounds.append(SpeechRound("error"))
+                log.error("recogniser failed for %s during confirmation: %r", call.call_id, exc.__cause__)
+                return None
+            self.rounds.append(outcome)
+            del self.rounds[:-100]
+            call.speech_rounds.append(outcome.summary())
+            r = outcome.recognition
+            if outcome.digits:
+                d = outcome.digits[0]
+                if d == cfg.human_digit:
+                    return MotiveFacts(None, 1.0, "dtmf", human_requested=True)
+                if d == "1":
+                    call.speech_ended_at = time.monotonic()
+                    return u.facts(confirmed=True)
+                if d == "2":
+                    return None
+                call.pending_digits = outcome.digits  # a menu digit: the caller chose the menu
+                return None
+            if r is None:
+                continue  # silence
+            if r.human_requested:
+                return MotiveFacts(None, 1.0, "speech", human_requested=True, level="person")
+            if r.reply == "yes":
+                call.speech_ended_at = outcome.speech_end_at
+                return u.facts(confirmed=True)
+            if r.reply == "no":
+                return None
         return None
 
     def _round_min_s(self, *, reprompt: bool) -> float:
@@ -206,9 +302,12 @@ class SpeechCapture:
 
     # -- one round ----------------------------------------------------------------------------------
 
-    async def _round(self, session: AGISession, call: CallContext, *, reprompt: bool) -> RoundOutcome:
+    async def _round(
+        self, session: AGISession, call: CallContext, *, reprompt: bool = False, question: Pcm | None = None
+    ) -> RoundOutcome:
         cfg = self.config
-        prompt = self.reprompt if reprompt else self.prompt
+        prompt = question if question is not None else self.reprompt if reprompt else self.prompt
+        no_input_ms = cfg.confirm_no_input_ms if question is not None else cfg.no_input_ms
         if prompt is None:
             # no PCM to stream: play it the classic way first (no barge-in then)
             await session.stream_file(cfg.reprompt_file if reprompt else cfg.prompt_file)
@@ -222,13 +321,13 @@ class SpeechCapture:
         self.streams.add(stream)
         watch = self.legs.watch(stream.local_port, session.env.channel)
         prompt_ms = len(prompt) / 8 if prompt is not None else 0.0
-        leg_max_ms = int(prompt_ms + cfg.no_input_ms + cfg.endpointer.max_utterance_ms + cfg.leg_margin_ms)
+        leg_max_ms = int(prompt_ms + no_input_ms + cfg.endpointer.max_utterance_ms + cfg.leg_margin_ms)
         dial = f"UnicastRTP/{cfg.advertise_host}:{stream.local_port}/c(ulaw),,gL({leg_max_ms})"
         exec_task = asyncio.create_task(session.exec("Dial", dial, timeout=leg_max_ms / 1000 + 5))
         lease_task = asyncio.create_task(self.legs.keep_alive(watch, cfg.lease_s))
         barge = asyncio.Event()
         play_task: asyncio.Task[bool] | None = None
-        outcome = RoundOutcome()
+        outcome = RoundOutcome(mode="confirm" if question is not None else "motive")
         try:
             try:
                 async with asyncio.timeout(cfg.peer_timeout):
@@ -241,7 +340,7 @@ class SpeechCapture:
             else:
                 prompt_ms = 0.0
             ep_cfg = cfg.endpointer
-            ep = Endpointer(EndpointerConfig(**{**_fields(ep_cfg), "no_input_ms": int(prompt_ms) + cfg.no_input_ms}))
+            ep = Endpointer(EndpointerConfig(**{**_fields(ep_cfg), "no_input_ms": int(prompt_ms) + no_input_ms}))
             try:
                 await self._listen(stream, watch, ep, exec_task, barge, outcome)
             finally:
@@ -366,7 +465,10 @@ class SpeechCapture:
     async def _recognize(self, pcm: Pcm, outcome: RoundOutcome) -> Recognition:
         t = time.perf_counter()
         try:
-            r = await self.recognizer.recognize(pcm)
+            if outcome.mode == "confirm":
+                r = await self.recognizer.reply(pcm)
+            else:
+                r = await self.recognizer.recognize(pcm)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -68,6 +68,8 @@ class Policy:
     queue_map: Mapping[str, str]
     human_queue: str
     human_priority: int
+    multi_route: str  # several requests: "human" (the human queue) | "most_urgent" (that request's queue)
+    multi_urgency: tuple[str, ...]  # skills, most urgent first (a request's place in this list)
     hours: OpeningHours
     saturation_enabled: bool
     saturation_max_waiting: int
@@ -80,6 +82,14 @@ class Policy:
     def label(self) -> str:
         """``id@version+digest``: names exactly which file decided."""
         return f"{self.id}@{self.version}+{self.digest[:8]}"
+
+    def most_urgent(self, motive_ids: tuple[str, ...]) -> str | None:
+        """Of several requests, the one whose skill comes first in ``[multi] urgency`` (then as said)."""
+        known = [m for m in motive_ids if m in self.catalogue]
+        if not known:
+            return None
+        rank = {s: i for i, s in enumerate(self.multi_urgency)}
+        return min(known, key=lambda m: rank.get(self.catalogue.motives[m].skill, len(rank)))
 
     def queue_for(self, motive_id: str | None) -> str:
         m = self.catalogue.get(motive_id or "")
@@ -193,6 +203,14 @@ def parse_policy(text: str, *, file: str = "<policy>", catalogue: Catalogue | No
         if name.lower() == "general":
             raise PolicyError("'general' is the settings section of queues.conf, not a queue name", file=file, key=key)
 
+    mt = _table(root, "multi")
+    multi_route = mt.choice("route", ("human", "most_urgent"), "human")
+    urgency = mt.strings("urgency", ())
+    for i, skill in enumerate(urgency):
+        if skill not in catalogue.skills:
+            raise mt.err(f"urgency[{i}]", f"unknown skill {skill!r}; known: {sorted(catalogue.skills)}")
+    mt.finish()
+
     o = _table(root, "hours")
     hours_enabled = o.get("enabled", bool, False)
     weekly = tuple(_parse_ranges(o, day) if day in o.data else () for day in DAYS)
@@ -246,6 +264,8 @@ def parse_policy(text: str, *, file: str = "<policy>", catalogue: Catalogue | No
         queue_map=dict(qmap),
         human_queue=human_queue,
         human_priority=human_priority,
+        multi_route=multi_route,
+        multi_urgency=urgency,
         hours=OpeningHours(hours_enabled, tz, weekly, frozenset(holidays), closed_prompts),
         saturation_enabled=sat_enabled,
         saturation_max_waiting=sat_waiting,

@@ -5,7 +5,8 @@ Rules, first match wins (each has a stable id, written to the audit trail):
 ===================  =========================================================================
 ``hours.closed``     outside opening hours or on a holiday                      -> closed
 ``motive.human``     the caller asked for a person                              -> queue (human)
-``motive.multi``     several requests                                           -> queue (human)
+``motive.multi``     several requests                                           -> queue (human), or the
+                     queue of the most urgent request heard (``[multi] route``)
 ``motive.none``      no motive captured (no input, no match)                    -> queue (human)
 ``repeat.priority``  N consecutive calls ended by the router, each within the
                      chain gap of the previous one                              -> priority agent
@@ -127,6 +128,10 @@ def decide(policy: Policy, facts: CallFacts) -> Decision:
     if motive.human_requested or (entry is not None and entry.kind == "human"):
         return make(Action.QUEUE, "motive.human", **human)
     if entry is not None and entry.kind == "multi":
+        first = policy.most_urgent(motive.parts) if policy.multi_route == "most_urgent" else None
+        if first is not None:
+            reasons.append(f"multi.parts_{min(len(motive.parts), 3)}")
+            return make(Action.QUEUE, "motive.multi", queue=policy.queue_for(first))
         return make(Action.QUEUE, "motive.multi", **human)
     if entry is None:
         if mid:

@@ -70,6 +70,9 @@ class MotiveFacts:
     method: str = "none"  # dtmf | variable | speech | none
     runner_up: str | None = None
     human_requested: bool = False
+    heard: str | None = None  # speech: the classifier's best exact motive, whatever the level acted on
+    level: str = ""  # speech: deflectable | queue | several | confirmed | person ("" for other methods)
+    parts: tuple[str, ...] = ()  # several requests: the motive of each one heard, in the order said
 
 
 @dataclass(frozen=True, slots=True)

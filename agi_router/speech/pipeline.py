@@ -1,60 +1,51 @@
-"""From an utterance to a motive: the recogniser's transcript, then the motive classifier.
+"""From an utterance to what the router acts on: the recogniser's transcript, then the understander.
 
-This is what the speech capture calls (``MotiveRecognizer``): it runs the recogniser off the
-event loop (its own bounded worker pool) and the classifier on the transcript.
+This is what the speech capture calls (``MotiveRecognizer``): it runs the recogniser off the event loop
+(its own bounded worker pool) and :class:`~agi_router.motives.understanding.Understander` on the
+transcript: the same code path as ``agi-router motive classify``. ``reply`` is the confirmation turn's:
+a transcript read as yes / no / a person (:mod:`agi_router.motives.replies`).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from ..callflow.speech import Recognition
-from ..motives.human import asks_for_person
+from ..motives.replies import reply_of_text
+from ..motives.understanding import Understander
 from .recognizer import Recognizer
 
-__all__ = ["MotiveGuessLike", "TextMotiveClassifier", "TranscribeThenClassify"]
+__all__ = ["TranscribeThenUnderstand"]
 
 log = logging.getLogger(__name__)
 
 
-class MotiveGuessLike(Protocol):
-    @property
-    def motive_id(self) -> str | None: ...
-
-    @property
-    def confidence(self) -> float: ...
-
-    @property
-    def runner_up(self) -> str | None: ...
-
-
-class TextMotiveClassifier(Protocol):
-    def classify(self, text: str) -> MotiveGuessLike: ...
-
-
-class TranscribeThenClassify:
-    def __init__(self, recognizer: Recognizer, classifier: TextMotiveClassifier) -> None:
+class TranscribeThenUnderstand:
+    def __init__(self, recognizer: Recognizer, understander: Understander) -> None:
         self.recognizer = recognizer
-        self.classifier = classifier
+        self.understander = understander
 
     async def recognize(self, pcm: npt.NDArray[np.int16]) -> Recognition:
         t = await self.recognizer.transcribe(pcm)
-        if asks_for_person(t.text):  # checked first: "dites conseiller" is promised at every prompt
-            log.debug("recognised %.2f s in %.0f ms -> a person asked for", t.audio_s, t.latency_s * 1000)
-            return Recognition(None, 1.0, None, t.text, human_requested=True)
-        guess = self.classifier.classify(t.text)
+        u = self.understander.understand(t.text)
         log.debug(
-            "recognised %.2f s in %.0f ms -> %s (%.2f)",
+            "recognised %.2f s in %.0f ms -> %s %s (%.2f)",
             t.audio_s,
             t.latency_s * 1000,
-            guess.motive_id,
-            guess.confidence,
+            u.level.value,
+            u.motive_id,
+            u.confidence,
         )
-        return Recognition(guess.motive_id, guess.confidence, guess.runner_up, t.text)
+        return Recognition.of(u)
+
+    async def reply(self, pcm: npt.NDArray[np.int16]) -> Recognition:
+        t = await self.recognizer.transcribe(pcm)
+        r = reply_of_text(t.text)
+        log.debug("reply %.2f s in %.0f ms -> %r", t.audio_s, t.latency_s * 1000, r.value)
+        return Recognition(None, 0.0, None, t.text, human_requested=r.value == "person", reply=r.value)
 
     def close(self) -> None:
         close = getattr(self.recognizer, "close", None)
