@@ -112,11 +112,11 @@ class UnderstandingSettings:
     """Where each level of ``motives/understanding.py`` starts (chosen on the project's tuning sentences:
     README, "Spoken motive"). ``motive_confidence`` < 0: the classifier's own cross-validated rule."""
 
-    motive_confidence: float = -1.0
+    motive_confidence: float = 0.90
     motive_margin: float = 0.0
-    queue_confidence: float = 0.75
+    queue_confidence: float = 0.60
     confirm_confidence: float = 0.30
-    part_queue_confidence: float = 0.80
+    part_queue_confidence: float = 0.60
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,14 +51,18 @@ class Level(StrEnum):
     REJECT = "reject"
 
 
+DEFAULT_MOTIVE_RULE = RejectRule(0.90, 0.0)
+
+
 @dataclass(frozen=True, slots=True)
 class Thresholds:
-    """Where each level starts. ``None`` for the motive rule: the classifier's own (cross-validated)."""
+    """Where each level starts (the defaults: chosen on the project's tuning sentences, see the README).
+    ``motive=None``: the classifier's own cross-validated reject rule."""
 
-    motive: RejectRule | None = None  # deflectable: confidence and margin of the exact motive
-    queue_confidence: float = 0.75  # queue: the skill's summed probability
+    motive: RejectRule | None = DEFAULT_MOTIVE_RULE  # deflectable: the exact motive's confidence, margin
+    queue_confidence: float = 0.60  # queue: the skill's summed probability
     confirm_confidence: float = 0.30  # confirm: the best motive's probability
-    part_queue_confidence: float = 0.80  # several requests: a clause counts when its skill is this sure
+    part_queue_confidence: float = 0.60  # several requests: a clause counts when its skill is this sure
 
 
 @dataclass(frozen=True, slots=True)
