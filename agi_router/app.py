@@ -13,6 +13,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -44,9 +45,13 @@ from .queues.model import QueueModel
 from .queues.outcomes import OutcomeTracker
 from .sms import HTTPSmsGateway, NoSms, SmsSender
 from .speech.endpointer import EndpointerConfig
+from .speech.sampling import Sampler, SampleStore
 from .state.base import CallerMemory
 from .state.memory import InMemoryCallerMemory
 from .state.redis import RedisCallerMemory
+
+if TYPE_CHECKING:
+    from .speech.recognizer import WhisperRecognizer
 
 __all__ = ["NoDirectory", "Router", "build_router", "make_pseudonymizer", "run"]
 
@@ -288,13 +293,10 @@ def build_speech(settings: Settings, catalogue: Catalogue, ami: AMIClient | None
     if ami is None:
         log.warning("live audio disabled: it needs AMI ([ami] enabled = false)")
         return None
-    from .speech.model import resolve_model_dir
     from .speech.pipeline import TranscribeThenUnderstand
-    from .speech.recognizer import WhisperRecognizer
 
     try:
-        model_dir = resolve_model_dir(settings.data_dir, Path(sp.model_dir) if sp.model_dir else None)
-        recognizer = WhisperRecognizer(model_dir, workers=sp.workers, beam_size=sp.beam_size, window_s=sp.window_s)
+        recognizer = build_recognizer(settings)
     except ConfigError as exc:
         log.error("live audio disabled, callers get the DTMF menu: %s", exc)
         return None
@@ -315,7 +317,40 @@ def build_speech(settings: Settings, catalogue: Catalogue, ami: AMIClient | None
         prompt=prompt,
         reprompt=reprompt,
         confirm_prompt=confirm.pcm,
+        sampler=build_sampler(settings),
     )
+
+
+def build_sampler(settings: Settings) -> Sampler | None:
+    """Opt-in capture-audio sampling, or None (the default: nothing is kept)."""
+    sa = settings.sampling
+    if not sa.enabled:
+        return None
+    store = sample_store(settings)
+    log.info(
+        "capture audio sampling ON: %.0f %% of consenting calls, kept %g days in %s (encrypted)",
+        100 * sa.rate,
+        sa.retention_days,
+        store.folder,
+    )
+    return Sampler(store, sa.rate, consent_variable=sa.consent_variable)
+
+
+def build_recognizer(settings: Settings) -> WhisperRecognizer:
+    """The settings' Whisper recogniser (model assembled on first use); ConfigError when it cannot be."""
+    from .speech.model import resolve_model_dir
+    from .speech.recognizer import WhisperRecognizer
+
+    sp = settings.speech
+    model_dir = resolve_model_dir(settings.data_dir, Path(sp.model_dir) if sp.model_dir else None)
+    return WhisperRecognizer(model_dir, workers=sp.workers, beam_size=sp.beam_size, window_s=sp.window_s)
+
+
+def sample_store(settings: Settings) -> SampleStore:
+    """The capture samples' folder and key (whether sampling is on or not: to label and evaluate them)."""
+    sa = settings.sampling
+    key = make_pseudonymizer(settings).subkey(b"samples v1")
+    return SampleStore(settings.path(Path(sa.folder)), key, retention_days=sa.retention_days, max_mb=sa.max_mb)
 
 
 def build_understander(settings: Settings, catalogue: Catalogue) -> Understander:

@@ -4,6 +4,7 @@
     agi-router directory import FILE.csv [--replace] [--config FILE]
     agi-router policy check [FILE] [--config FILE]
     agi-router motive classify [FILE|-] [--config FILE]
+    agi-router speech label [DIR] [--player CMD] | eval DIR [--json FILE]
     agi-router prompts list | build DIR [--voice fr+f2]
     agi-router asterisk setup [--etc DIR] [--sounds DIR] [--rebuild-prompts]
     agi-router audit explain CALL_ID [--config FILE]
@@ -51,6 +52,18 @@ def _parser() -> argparse.ArgumentParser:
         "requests, person asked for (the code path a live call takes after recognition)",
     )
     cl.add_argument("file", nargs="?", default="-", help="a UTF-8 text file, or - for standard input (default)")
+    sp = sub.add_parser("speech", help="measure recognition on your own calls")
+    spsub = sp.add_subparsers(dest="spcmd", required=True)
+    lab = spsub.add_parser("label", help="label the sampled capture audio (appends to DIR/labels.tsv)")
+    lab.add_argument("dir", type=Path, nargs="?", help="default: the [sampling] folder")
+    lab.add_argument("--player", help="command to play each sample's WAV, e.g. 'play -q' (sox) or 'aplay -q'")
+    ev = spsub.add_parser(
+        "eval",
+        help="recognise and route every labelled file of DIR (samples or WAVs + labels.tsv); print accuracy, "
+        "queue accuracy, misroutes, re-prompts, confirmations, WER, latency and the thresholds that fit this data",
+    )
+    ev.add_argument("dir", type=Path)
+    ev.add_argument("--json", type=Path, help="also write the full report (per file) to this file")
     pr = sub.add_parser("prompts", help="French prompts for Asterisk")
     prsub = pr.add_subparsers(dest="prcmd", required=True)
     prsub.add_parser("list", help="print every prompt id and its text (tab-separated)")
@@ -139,6 +152,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.cmd == "motive":
         return _classify(args.file, settings)
+    if args.cmd == "speech":
+        return _speech(args, settings)
     if args.cmd == "prompts":
         from .motives.catalogue import Catalogue
         from .prompts import build_prompts, prompt_texts
@@ -204,4 +219,35 @@ def _classify(source: str, settings: Settings) -> int:
     finally:
         if stream is not sys.stdin:
             stream.close()
+    return 0
+
+
+def _speech(args: argparse.Namespace, settings: Settings) -> int:
+    from .app import build_recognizer, build_understander, sample_store
+    from .motives.catalogue import Catalogue
+    from .policy.config import load_policy
+    from .speech import evaluation
+
+    catalogue = Catalogue.load(settings.catalogue_file)
+    store = sample_store(settings)
+    if args.spcmd == "label":
+        folder = store.folder = args.dir or store.folder
+        n = evaluation.label_samples(folder, catalogue, store, player=args.player)
+        print(f"labelled {n} sample(s) in {folder / evaluation.LABELS}")
+        return 0
+    store.folder = args.dir
+    deflectable = frozenset(load_policy(settings.policy_file, catalogue=catalogue).deflect_motives)
+    report = evaluation.evaluate_folder(
+        args.dir,
+        catalogue,
+        build_recognizer(settings),
+        build_understander(settings, catalogue),
+        deflectable,
+        store=store,
+        progress=sys.stderr if sys.stderr.isatty() else None,
+    )
+    if args.json:
+        args.json.write_text(evaluation.dumps(report), encoding="utf-8")
+    summary = {k: v for k, v in report.items() if k not in ("report", "per_file")}
+    print(evaluation.dumps(summary))
     return 0

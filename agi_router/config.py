@@ -120,6 +120,19 @@ class UnderstandingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SamplingSettings:
+    """Opt-in sampling of capture audio (``speech/sampling.py``): off unless enabled here AND the caller
+    did not object (the dialplan's notice sets ROUTER_SAMPLING_CONSENT=1)."""
+
+    enabled: bool = False
+    rate: float = 0.05  # share of consenting calls kept
+    folder: str = "samples"  # under data_dir; encrypted files, mode 0600
+    retention_days: float = 30.0
+    max_mb: float = 500.0
+    consent_variable: str = "ROUTER_SAMPLING_CONSENT"
+
+
+@dataclass(frozen=True, slots=True)
 class SmsSettings:
     backend: str = "none"  # none | http
     url: str = ""
@@ -156,6 +169,7 @@ class Settings:
     ami: AMISettings = field(default_factory=AMISettings)
     speech: SpeechSettings = field(default_factory=SpeechSettings)
     understanding: UnderstandingSettings = field(default_factory=UnderstandingSettings)
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: str = "<defaults>"
@@ -300,6 +314,18 @@ def load_settings(path: Path | None = None) -> Settings:
     )
     un.finish()
 
+    sa = root.table("sampling")
+    dsa = d.sampling
+    sampling = SamplingSettings(
+        enabled=sa.get("enabled", bool, dsa.enabled),
+        rate=sa.float_range("rate", 0.0, 1.0, dsa.rate),
+        folder=sa.get("folder", str, dsa.folder),
+        retention_days=sa.float_range("retention_days", 0.01, 3650.0, dsa.retention_days),
+        max_mb=sa.float_range("max_mb", 1.0, 1_000_000.0, dsa.max_mb),
+        consent_variable=sa.get("consent_variable", str, dsa.consent_variable),
+    )
+    sa.finish()
+
     me = root.table("metrics")
     metrics = MetricsSettings(
         enabled=me.get("enabled", bool, d.metrics.enabled),
@@ -331,6 +357,7 @@ def load_settings(path: Path | None = None) -> Settings:
         ami=ami,
         speech=speech,
         understanding=understanding,
+        sampling=sampling,
         metrics=metrics,
         log=logs,
         source=f,

@@ -42,6 +42,10 @@ __all__ = [
 # prompt says one thing, and "0 or 'conseiller'" reaches a person at any time.
 FIXED_PROMPTS: dict[str, str] = {
     "router/invalid": "Ce choix n'est pas valide.",
+    "router/sampling-notice": (
+        "Pour améliorer notre service, un extrait de votre appel peut être conservé, sans votre numéro. "
+        "Pour vous y opposer, tapez une touche."
+    ),
     "router/ask-motive": "Bienvenue à l'Assurance Maladie. En quelques mots, dites la raison de votre appel.",
     "router/not-understood": "Je n'ai pas compris. Redites-le en quelques mots, ou dites conseiller.",
     "router/deflect-intro": (

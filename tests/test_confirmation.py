@@ -7,9 +7,13 @@ yes/no lexicon (``motives/replies.py``) and the real capture loop, endpointer an
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +24,7 @@ from agi_router.callflow.capture import ChainedCapture, DTMFMenuCapture, DTMFMen
 from agi_router.callflow.flow import CallFlow, CallResult, PolicyHolder
 from agi_router.callflow.legs import LegRegistry
 from agi_router.callflow.speech import Recognition, SpeechCapture, SpeechConfig
+from agi_router.exceptions import ConfigError
 from agi_router.media.rtp import PortPool
 from agi_router.motives.catalogue import Catalogue
 from agi_router.motives.replies import reply_of_text
@@ -28,6 +33,7 @@ from agi_router.policy.config import Policy
 from agi_router.policy.model import AccountFacts
 from agi_router.privacy import Pseudonymizer
 from agi_router.speech.endpointer import EndpointerConfig
+from agi_router.speech.sampling import Sampler, SampleStore
 from agi_router.state.memory import InMemoryCallerMemory
 from tests.audio import needs_tts, silence, speak
 from tests.doubles import StubDirectory
@@ -229,3 +235,59 @@ async def test_no_question_recorded_for_the_motive_means_asking_again(rig: Rig) 
     ch = await rig.call()
     assert ch.variables["ROUTER_MOTIVE"] == "carte_vitale_perdue"
     assert rounds(rig.last) == ["to_confirm", "recognised"]
+
+
+# ------------------------------------------------------------------------------------------ opt-in sampling
+
+
+@pytest.mark.parametrize("consent", ["1", "0", None])
+async def test_sampling_keeps_audio_only_with_consent_and_never_the_number(
+    rig: Rig, tmp_path: Path, pseudonymizer: Pseudonymizer, consent: str | None
+) -> None:
+    store = SampleStore(tmp_path / "samples", pseudonymizer.subkey(b"samples v1"))
+    rig.speech.sampler = Sampler(store, 1.0)
+    rig.recognizer.replies = ["oui"]
+    rig.pbx.rounds = [CallerScript(audio=said("euh l'attestation")), CallerScript(audio=said("oui"))]
+    variables = {"ROUTER_SAMPLING_CONSENT": consent} if consent is not None else {}
+    ch = await rig.call(variables=variables, uniqueid="1733140000.42")
+    assert ch.variables["ROUTER_MOTIVE"] == "attestation_droits"
+    files = sorted(store)
+    if consent != "1":
+        assert files == []  # no consent (or the notice is off): nothing kept, not even a folder entry
+        return
+    assert len(files) == 2  # the motive utterance and the answer to the question
+    pseudonym = pseudonymizer.of_e164("+33612345678")
+    for f in files:
+        assert f.stat().st_mode & 0o777 == 0o600
+        blob = f.read_bytes()
+        for secret in (b"0612345678", b"33612345678", pseudonym.encode(), b"1733140000.42"):
+            assert secret not in blob
+    first, second = (store.read(f) for f in files)
+    assert (first.mode, second.mode) == ("motive", "confirm")
+    assert first.understood["level"] == "confirm" and second.understood == {"reply": "yes"}
+    assert 0.5 < first.seconds < 4 and second.transcript == "oui"
+    plain = json.dumps([first.understood, first.transcript, first.at, first.id, second.understood])
+    for secret in ("0612345678", pseudonym, "1733140000.42"):
+        assert secret not in plain
+    other = SampleStore(tmp_path / "samples", b"another key of 32 bytes........!")
+    with pytest.raises(ConfigError, match="another key"):
+        other.read(files[0])
+
+
+def test_sampling_is_off_by_default(tmp_path: Path) -> None:
+    from agi_router.app import build_sampler
+    from agi_router.config import Settings
+
+    assert build_sampler(Settings(data_dir=tmp_path)) is None
+
+
+def test_retention_and_size_limits(tmp_path: Path) -> None:
+    store = SampleStore(tmp_path, b"k" * 32, retention_days=1, max_mb=1)
+    pcm = np.zeros(8000 * 10, dtype=np.int16)  # 160 kB each
+    paths = [store.save(pcm, mode="motive", transcript=f"t{i}", understood={}) for i in range(3)]
+    old = time.time() - 2 * 86400
+    os.utime(paths[0], (old, old))
+    assert store.purge() == 1 and sorted(store) == sorted(paths[1:])
+    more = [store.save(pcm, mode="motive", transcript="x", understood={}) for _ in range(8)]
+    kept = sorted(store)
+    assert sum(p.stat().st_size for p in kept) <= 1024 * 1024 and more[-1] in kept

@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from agi_router.motives.catalogue import Catalogue
+from agi_router.motives.classifier import MotiveClassifier
 from agi_router.motives.human import asks_for_person
-from agi_router.speech.pipeline import TranscribeThenClassify
+from agi_router.motives.understanding import Understander
+from agi_router.speech.pipeline import TranscribeThenUnderstand
 
 # written for this test, never used to tune the patterns' words beyond the issue's examples
 ASKS = [
@@ -52,12 +55,11 @@ class _Recognizer:
         return _Transcript(self.text)
 
 
-class _NeverCalled:
-    def classify(self, text: str) -> object:
-        raise AssertionError("the classifier must not be asked when a person was requested")
-
-
-async def test_the_speech_path_reports_a_person_before_classifying() -> None:
-    pipeline = TranscribeThenClassify(_Recognizer("euh une conseillère s'il vous plaît"), _NeverCalled())  # type: ignore[arg-type]
+async def test_the_speech_path_reports_a_person_whatever_else_is_said(mini_catalogue: Catalogue) -> None:
+    understander = Understander(mini_catalogue, MotiveClassifier(mini_catalogue))
+    said = "euh ma carte vitale est perdue, une conseillère s'il vous plaît"
+    pipeline = TranscribeThenUnderstand(_Recognizer(said), understander)  # type: ignore[arg-type]
     r = await pipeline.recognize(np.zeros(8000, dtype=np.int16))
     assert r.human_requested and r.motive_id is None and r.confidence == 1.0
+    assert r.understanding is not None and r.understanding.level == "person"
+    assert r.facts().human_requested

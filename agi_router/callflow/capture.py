@@ -62,6 +62,7 @@ class CallContext:
     fallback_deadline: float | None = None  # time.monotonic() by which a caller not understood is routed
     fallback_started_at: float | None = None
     budget_exhausted: bool = False  # a step was skipped because it would overrun the deadline
+    sample: bool | None = None  # opt-in audio sampling: decided once per call (consent + share)
 
     def start_fallback(self, budget_s: float, at: float | None = None) -> None:
         """The caller was not understood (or there was nothing to understand them with): from now on

@@ -58,6 +58,7 @@ from .legs import LegRegistry, LegWatch
 
 if TYPE_CHECKING:
     from ..motives.understanding import Understanding
+    from ..speech.sampling import Sampler
 
 __all__ = ["MediaTotals", "MotiveRecognizer", "Recognition", "RoundOutcome", "SpeechCapture", "SpeechConfig"]
 
@@ -137,6 +138,7 @@ class RoundOutcome:
     frames: int = 0
     barged_in: bool = False
     recognition_s: float | None = None  # run time of the recognition whose result was used
+    audio: Pcm | None = None  # the utterance that recognition was run on (for opt-in sampling only)
     endpoint_delay_s: float | None = None  # end of the last voiced frame -> SpeechEnd handled
     jitter_s: float | None = None  # the leg's interarrival jitter when it closed (None: no packet)
     stats: dict[str, object] = field(default_factory=dict)
@@ -192,6 +194,7 @@ class SpeechCapture:
         prompt: Pcm | None = None,
         reprompt: Pcm | None = None,
         confirm_prompt: Callable[[str], Pcm | None] | None = None,
+        sampler: Sampler | None = None,
     ) -> None:
         self.legs = legs
         self.ports = ports
@@ -201,12 +204,15 @@ class SpeechCapture:
         self.reprompt = reprompt
         #: motive id -> "Vous appelez pour X ? ..." as 8 kHz PCM, or None (no question for it: re-ask)
         self.confirm_prompt = confirm_prompt or (lambda _motive: None)
+        self.sampler = sampler
         self.rounds: list[RoundOutcome] = []  # last rounds, for tests and logs
         self.streams: set[RtpStream] = set()  # capture legs in progress
         self.totals = MediaTotals()
 
     async def capture(self, session: AGISession, call: CallContext) -> MotiveFacts | None:
         cfg = self.config
+        if self.sampler is not None and call.sample is None:
+            call.sample = await self.sampler.decide(session)
         for attempt in range(cfg.attempts):
             if not self.legs.available:
                 log.info("speech capture skipped for %s: AMI not connected", call.call_id)
@@ -224,9 +230,7 @@ class SpeechCapture:
                 call.speech_rounds.append(SpeechRound("error"))
                 log.error("recogniser failed for %s, DTMF menu instead: %r", call.call_id, exc.__cause__)
                 return None
-            self.rounds.append(outcome)
-            del self.rounds[:-100]
-            call.speech_rounds.append(outcome.summary())
+            self._done(call, outcome)
             if outcome.digits:
                 if outcome.digits[0] == cfg.human_digit:
                     return MotiveFacts(None, 1.0, "dtmf", human_requested=True)
@@ -269,9 +273,7 @@ class SpeechCapture:
                 call.speech_rounds.append(SpeechRound("error"))
                 log.error("recogniser failed for %s during confirmation: %r", call.call_id, exc.__cause__)
                 return None
-            self.rounds.append(outcome)
-            del self.rounds[:-100]
-            call.speech_rounds.append(outcome.summary())
+            self._done(call, outcome)
             r = outcome.recognition
             if outcome.digits:
                 d = outcome.digits[0]
@@ -294,6 +296,17 @@ class SpeechCapture:
             if r.reply == "no":
                 return None
         return None
+
+    def _done(self, call: CallContext, outcome: RoundOutcome) -> None:
+        self.rounds.append(outcome)
+        del self.rounds[:-100]
+        call.speech_rounds.append(outcome.summary())
+        r = outcome.recognition
+        if call.sample and self.sampler is not None and outcome.audio is not None and r is not None:
+            u = r.understanding
+            understood = u.as_json() if u is not None else {"reply": r.reply} if outcome.mode == "confirm" else {}
+            self.sampler.keep(outcome.audio, mode=outcome.mode, transcript=r.transcript, understood=understood)
+        outcome.audio = None  # not kept in memory past the round
 
     def _round_min_s(self, *, reprompt: bool) -> float:
         """The shortest a round can take: its prompt, then the no-input wait."""
@@ -474,6 +487,7 @@ class SpeechCapture:
         except Exception as exc:
             raise RecognitionError(f"recogniser failed on {len(pcm) / 8000:.1f} s of audio") from exc
         outcome.recognition_s = time.perf_counter() - t  # the last one run is the one used
+        outcome.audio = pcm if self.sampler is not None else None
         return r
 
     async def _end_leg(self, watch: LegWatch, exec_task: asyncio.Task[int]) -> None:
