@@ -36,12 +36,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from machine import machine_info  # benchmarks/machine.py
+from phrases import HybridClassifier, PhraseScorer  # benchmarks/phrases.py: measured, not in the product
 
 from agi_router.media.g711 import ulaw_decode, ulaw_encode
 from agi_router.motives.catalogue import Catalogue
 from agi_router.motives.classifier import MotiveClassifier, MotiveGuess, choose_reject_rule, load_out_of_scope
 from agi_router.speech.model import default_model_dir, ensure_whisper_base
-from agi_router.speech.phrases import HybridClassifier, PhraseScorer
 from agi_router.speech.recognizer import WhisperRecognizer
 
 Pcm = npt.NDArray[np.int16]

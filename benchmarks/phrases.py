@@ -1,6 +1,6 @@
 """Forced-decoding phrase scoring with Whisper, and the hybrid audio -> motive classifier.
 
-Not used by the router today: measured on espeak audio (benchmarks/bench_motives.py) it gained 2.5 points of
+Not part of the product (moved out of the package): measured on espeak audio (benchmarks/bench_motives.py) it gained 2.5 points of
 top-1 for +333 ms at p50, over the end-of-speech budget. Kept, with its benchmark, to re-measure on real voices.
 
 Free transcription of short telephone utterances is poor on synthetic voices and noisy lines, but Whisper
@@ -43,8 +43,7 @@ import numpy.typing as npt
 
 from agi_router.exceptions import ConfigError
 from agi_router.motives.classifier import MotiveClassifier, MotiveGuess, RejectRule, softmax
-
-from .recognizer import SAMPLE_RATE, Transcript, upsample_8k_to_16k
+from agi_router.speech.recognizer import SAMPLE_RATE, Transcript, upsample_8k_to_16k
 
 __all__ = ["KEYPHRASES", "HybridClassifier", "PhraseScorer"]
 
