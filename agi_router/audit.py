@@ -39,6 +39,9 @@ def record_of(r: CallResult) -> dict[str, Any]:
             "method": m.method,
             "runner_up": m.runner_up,
             "human_requested": m.human_requested,
+            "level": m.level or None,
+            "heard": m.heard,
+            "parts": list(m.parts),
         }
     if f is not None:
         rec["inputs"] = {
@@ -146,6 +149,9 @@ def explain(rec: dict[str, Any]) -> str:
         out.append(
             f"  motive: {m['id'] or 'none'} by {m['method']} (confidence {m['confidence']}"
             f"{', runner-up ' + m['runner_up'] if m.get('runner_up') else ''})"
+            + (f", level {m['level']}" if m.get("level") else "")
+            + (f", best exact guess {m['heard']}" if m.get("heard") and m.get("heard") != m["id"] else "")
+            + (f", several requests: {' + '.join(m['parts'])}" if m.get("parts") else "")
         )
     d = rec.get("decision")
     if d:

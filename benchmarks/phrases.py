@@ -1,7 +1,8 @@
 """Forced-decoding phrase scoring with Whisper, and the hybrid audio -> motive classifier.
 
-Not part of the product (moved out of the package): measured on espeak audio (benchmarks/bench_motives.py) it gained 2.5 points of
-top-1 for +333 ms at p50, over the end-of-speech budget. Kept, with its benchmark, to re-measure on real voices.
+Not part of the product (moved out of the package): measured on espeak audio (benchmarks/bench_motives.py)
+it gained 2.5 points of top-1 for +333 ms at p50, over the end-of-speech budget. Kept, with its benchmark,
+to re-measure on real voices.
 
 Free transcription of short telephone utterances is poor on synthetic voices and noisy lines, but Whisper
 still "hears" a phrase it is told to look for: the log-probability of a candidate phrase's tokens given the

@@ -165,6 +165,14 @@ async def test_yes_confirms_and_the_policy_acts_on_the_confirmed_motive(rig: Rig
     # barge-in: the question stopped at the caller's first words (it starts 0.3 s after the bridge)
     assert rig.speech.rounds[-1].barged_in and 0 < rig.pbx.prompt_packets[1] < rig.question_packets - 40
     assert rig.last.speech_to_route_s is not None and rig.last.speech_to_route_s < 1.0
+    from agi_router.metrics import RouterMetrics
+
+    metrics = RouterMetrics()
+    metrics.observe_call(rig.last)
+    sample = metrics.registry.get_sample_value
+    assert sample("agi_router_speech_understanding_total", {"level": "confirmed"}) == 1
+    assert sample("agi_router_speech_rounds_total", {"outcome": "confirm_yes"}) == 1
+    assert sample("agi_router_speech_rounds_total", {"outcome": "to_confirm"}) == 1
 
 
 async def test_no_asks_again_then_the_new_answer_routes(rig: Rig) -> None:

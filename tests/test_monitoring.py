@@ -107,7 +107,8 @@ def full_metrics(tmp_path: Path) -> Iterator[RouterMetrics]:
     r.decision_latency_s = r.speech_to_route_s = 0.01
     r.speech_rounds = [SpeechRound("recognised", 0.9, 0.1, 0.5, True, 0.002)]
     m.observe_call(r)
-    m.observe_call(CallResult("c2", "p", decision=decision, motive=MotiveFacts("attestation_droits", 0.9, "speech")))
+    spoken = MotiveFacts("attestation_droits", 0.9, "speech", level="deflectable")
+    m.observe_call(CallResult("c2", "p", decision=decision, motive=spoken))
     yield m
     store.close()
 
@@ -167,6 +168,7 @@ def test_no_metric_has_a_per_caller_label(full_metrics: RouterMetrics) -> None:
         "source",
         "answer",
         "method",
+        "level",
         "outcome",
         "backend",
         "op",

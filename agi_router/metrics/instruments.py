@@ -75,6 +75,9 @@ class Sources:
     extra: list[Callable[[], Iterable[Metric]]] = field(default_factory=list)
 
 
+SPEECH_LEVELS = ("deflectable", "queue", "several", "person", "confirmed")  # closed: MotiveFacts.level
+
+
 class RouterMetrics:
     """The router's metrics on their own registry (a fresh one per instance: tests run many)."""
 
@@ -124,6 +127,13 @@ class RouterMetrics:
             p + "speech_rounds", "Prompt-and-listen rounds by outcome (no_input, no_match, ...)", ["outcome"],
             registry=r,
         )  # fmt: skip
+        self.understanding = Counter(
+            p + "speech_understanding",
+            "Recognised sentences by what the router acted on (deflectable: the exact motive; queue: only its "
+            "skill; several; person; confirmed after a question)",
+            ["level"],
+            registry=r,
+        )
         self.dtmf_fallbacks = Counter(
             p + "dtmf_fallbacks", "Calls where speech was tried and the DTMF menu gave the motive", registry=r
         )
@@ -209,6 +219,8 @@ class RouterMetrics:
             self.captures.labels(motive.method).inc()
             if motive.method == "speech" and motive.motive_id:
                 self.confidence.observe(motive.confidence)
+            if motive.method == "speech" and motive.level in SPEECH_LEVELS:
+                self.understanding.labels(motive.level).inc()
             if motive.method == "dtmf" and result.speech_rounds:
                 self.dtmf_fallbacks.inc()
         for rnd in result.speech_rounds:

@@ -95,7 +95,7 @@ class Understanding:
     def facts(self, method: str = "speech", *, confirmed: bool = False) -> MotiveFacts | None:
         """What the policy is given; ``None`` when not understood (re-prompt) or to be confirmed first."""
         if self.level is Level.PERSON:
-            return MotiveFacts(None, 1.0, method, human_requested=True)
+            return MotiveFacts(None, 1.0, method, human_requested=True, level="person")
         if self.level in (Level.REJECT, Level.CONFIRM) and not confirmed:
             return None
         return MotiveFacts(

@@ -327,7 +327,20 @@ def build() -> dict[str, Any]:
             [(f"sum by (outcome) (rate(agi_router_speech_rounds_total[{RANGE}])) * 60", "{{outcome}}")],
             "cpm",
             stack=True,
-            description="no_input: silence after the prompt; no_match: not understood (re-prompt, then DTMF menu).",
+            description="no_input: silence after the prompt; no_match: not understood (re-prompt, then DTMF menu); "
+            "to_confirm: unsure, asked 'Vous appelez pour X ?'; confirm_yes / confirm_no: the answers.",
+        ),
+        8,
+    )
+    lay.add(
+        timeseries(
+            "Spoken motive: what the router acted on",
+            [(f"sum by (level) (rate(agi_router_speech_understanding_total[{RANGE}])) * 60", "{{level}}")],
+            "cpm",
+            stack=True,
+            description="deflectable: the exact motive was sure (only these can be deflected); queue: only its "
+            "skill was (routed to the skill queue); several: several requests heard; person: asked for one; "
+            "confirmed: after a yes to the confirmation question.",
         ),
         8,
     )
