@@ -16,9 +16,11 @@ Recorded human prompts can replace any file later: the ids stay the same.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import threading
 import wave
 from collections.abc import Iterable
 from pathlib import Path
@@ -124,7 +126,11 @@ def speak_to_wav(text: str, target: Path, *, voice: str = "fr+f2", speed: int = 
     sox = shutil.which("sox")
     if espeak is None or sox is None:
         raise ConfigError("espeak-ng and sox are needed to speak prompts (Debian: apt-get install espeak-ng sox)")
-    raw = target.with_suffix(".espeak.wav")
+    # unique temporary names, then one rename: the router's first start and `asterisk setup` may speak the
+    # same prompts at the same time, and a reader never sees a half-written file
+    tag = f".{os.getpid()}.{threading.get_ident()}"
+    raw = target.with_suffix(f"{tag}.espeak.wav")
+    out = target.with_suffix(f"{tag}.part.wav")
     try:
         subprocess.run(
             [espeak, "-v", voice, "-s", str(speed), "-w", str(raw), text],
@@ -144,7 +150,7 @@ def speak_to_wav(text: str, target: Path, *, voice: str = "fr+f2", speed: int = 
                 "16",
                 "-e",
                 "signed-integer",
-                str(target),
+                str(out),
                 "highpass",
                 "300",
                 "lowpass",
@@ -158,8 +164,10 @@ def speak_to_wav(text: str, target: Path, *, voice: str = "fr+f2", speed: int = 
             check=True,
             stderr=subprocess.PIPE,
         )
+        out.replace(target)
     finally:
         raw.unlink(missing_ok=True)
+        out.unlink(missing_ok=True)
 
 
 def build_prompts(

@@ -73,12 +73,24 @@ class Shipped:
 
 @pytest.fixture(scope="module")
 def shipped(tmp_path_factory: pytest.TempPathFactory, whisper_dir: Path) -> Iterator[Shipped]:
+    yield from _ship(tmp_path_factory.mktemp("shipped"), whisper_dir)
+
+
+@pytest.fixture(scope="module")
+def confirming(tmp_path_factory: pytest.TempPathFactory, whisper_dir: Path) -> Iterator[Shipped]:
+    """The same, with thresholds that send every recognised motive to the confirmation question (whatever
+    Whisper makes of synthetic speech, the question is asked)."""
+    extra = "[understanding]\nmotive_confidence = 1.0\nqueue_confidence = 1.0\nconfirm_confidence = 0.0\n"
+    yield from _ship(tmp_path_factory.mktemp("confirming"), whisper_dir, extra)
+
+
+def _ship(root: Path, whisper_dir: Path, extra: str = "") -> Iterator[Shipped]:
     binary = Path(BINARY)
     if not binary.exists():
         pytest.fail(f"AGI_ROUTER_ASTERISK={BINARY} does not exist")
-    root = tmp_path_factory.mktemp("shipped")
     var = root / "var"
     agi_port, ami_port, metrics_port = free_port(), free_port(), free_port()
+    rtp = 31600 if extra else 31400
     cfg = root / "router.toml"
     # the bundled policy with its opening hours off (the tests run at any hour)
     policy = root / "policy.toml"
@@ -89,7 +101,7 @@ def shipped(tmp_path_factory: pytest.TempPathFactory, whisper_dir: Path) -> Iter
     cfg.write_text(
         f'data_dir = "{var}"\npolicy_file = "{policy}"\n'
         f"[agi]\nport = {agi_port}\n[ami]\nport = {ami_port}\n[metrics]\nport = {metrics_port}\n"
-        f'[speech]\nmodel_dir = "{whisper_dir}"\nrtp_port_start = 31400\nrtp_port_end = 31500\n'
+        f'[speech]\nmodel_dir = "{whisper_dir}"\nrtp_port_start = {rtp}\nrtp_port_end = {rtp + 100}\n' + extra
     )
     env = {**os.environ, "AGI_ROUTER_CONFIG": str(cfg)}
     for k in ("AGI_ROUTER_AMI_SECRET", "AGI_ROUTER_PSEUDONYM_KEY"):
@@ -223,3 +235,55 @@ def test_router_killed_mid_capture_leaves_at_most_the_lease_of_silence(shipped: 
     print(f"router killed: leg ended {dead_air:.2f} s later, human route {to_route:.2f} s later")
     assert (route["Done"], route["AGIStatus"]) == ("0", "SUCCESS"), route  # -> route-human
     assert dead_air <= 2.3 and to_route <= 2.5
+
+
+def _audit(s: Shipped, uniqueid: str, timeout: float = 5.0) -> dict[str, object]:
+    import json
+
+    path = s.var / "audit" / "decisions.jsonl"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            for line in path.read_text().splitlines():
+                rec = json.loads(line)
+                if rec.get("call_id") == uniqueid:
+                    return dict(rec)
+        time.sleep(0.1)
+    raise AssertionError(f"no audit record for {uniqueid}")
+
+
+@pytest.mark.parametrize("answer", ["dtmf", "speech"])
+def test_confirmation_question_through_the_real_pbx(confirming: Shipped, answer: str) -> None:
+    """An unsure motive: the router streams "Vous appelez pour X ?" on a second capture leg; the caller
+    answers 1 (RFC 4733 through Asterisk, seen by AMI) or says "oui" (barge-in, Whisper, the yes lexicon);
+    the route is the motive confirmed, with its level in the audit trail."""
+    s = confirming
+    _wait_ready(s)
+    sounds = s.ast.root / "data" / "sounds" / "fr" / "test"
+    write_wav(
+        sounds / "motive2.wav",
+        np.concatenate([speak("je voudrais commander une nouvelle carte vitale"), np.zeros(4000, np.int16)]),
+    )
+    write_wav(
+        sounds / "oui.wav", np.concatenate([np.zeros(1600, np.int16), speak("oui", "fr+m3"), np.zeros(8000, np.int16)])
+    )
+    start_at = len(s.ami.events)
+    reply = {"TEST_DTMF2": "1"} if answer == "dtmf" else {"TEST_PLAY2": "test/oui"}
+    s.originate(
+        "0612000010" if answer == "dtmf" else "0612000011",
+        TEST_FIRST_WAIT="1",
+        TEST_PLAY="test/motive2",
+        TEST_HOLD="30",
+        **reply,
+    )
+    route = s.route(60)
+    events = s.ami.events[start_at:]
+    legs = [m for m in events if m.get("Event") == "Hangup" and m.get("Channel", "").startswith("UnicastRTP/")]
+    rec = _audit(s, route["Uniqueid"])
+    motive = rec["motive"]
+    assert isinstance(motive, dict)
+    print(f"confirmation by {answer}: motive {motive}, route {route.get('Rule')}, legs {len(legs)}")
+    if motive.get("level") != "confirmed":
+        pytest.skip(f"Whisper did not hear a catalogue motive in the synthetic sentence: {motive}")
+    assert len(legs) == 2  # the motive round, then the question's round
+    assert route["Done"] == "1" and route["Motive"] == motive["id"] and motive["confidence"] == 1.0
