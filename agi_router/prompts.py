@@ -129,8 +129,9 @@ def speak_to_wav(text: str, target: Path, *, voice: str = "fr+f2", speed: int = 
     # unique temporary names, then one rename: the router's first start and `asterisk setup` may speak the
     # same prompts at the same time, and a reader never sees a half-written file
     tag = f".{os.getpid()}.{threading.get_ident()}"
-    raw = target.with_suffix(f"{tag}.espeak.wav")
-    out = target.with_suffix(f"{tag}.part.wav")
+    # (hidden, not *.wav: whoever lists the prompts meanwhile does not pick them up)
+    raw = target.parent / f".{target.name}{tag}.espeak"
+    out = target.parent / f".{target.name}{tag}.part"
     try:
         subprocess.run(
             [espeak, "-v", voice, "-s", str(speed), "-w", str(raw), text],
@@ -141,6 +142,8 @@ def speak_to_wav(text: str, target: Path, *, voice: str = "fr+f2", speed: int = 
         subprocess.run(
             [
                 sox,
+                "-t",
+                "wav",
                 str(raw),
                 "-r",
                 "8000",
@@ -150,6 +153,8 @@ def speak_to_wav(text: str, target: Path, *, voice: str = "fr+f2", speed: int = 
                 "16",
                 "-e",
                 "signed-integer",
+                "-t",
+                "wav",
                 str(out),
                 "highpass",
                 "300",

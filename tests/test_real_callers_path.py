@@ -122,12 +122,12 @@ def _ship(root: Path, whisper_dir: Path, extra: str = "") -> Iterator[Shipped]:
         sip_port=free_port(),
         router_data_dir=var,
     )
-    subprocess.run(
+    setup = subprocess.run(
         [sys.executable, "-m", "agi_router", "asterisk", "setup", "--sounds", str(ast.root / "data" / "sounds" / "fr")],
         env=env,
-        check=True,
         capture_output=True,
     )
+    assert setup.returncode == 0, setup.stderr.decode()
     start(ast)
     ami = AMI(ami_port, secret=(var / "ami.secret").read_text().strip())
     try:
