@@ -287,3 +287,13 @@ def test_confirmation_question_through_the_real_pbx(confirming: Shipped, answer:
         pytest.skip(f"Whisper did not hear a catalogue motive in the synthetic sentence: {motive}")
     assert len(legs) == 2  # the motive round, then the question's round
     assert route["Done"] == "1" and route["Motive"] == motive["id"] and motive["confidence"] == 1.0
+    ups = [m for m in events if m.get("Variable") == "UNICASTRTP_LOCAL_PORT"]
+    assert len(ups) == 2
+    turnaround = _ts(ups[1]) - _ts(legs[0])  # first round over -> the question's leg is up
+    after = _ts(route) - _ts(legs[1])  # the answer's round over -> the route in the dialplan
+    second_turn = _ts(route) - _ts(legs[0])
+    print(
+        f"  question leg up {turnaround * 1000:.0f} ms after the first round; route {after * 1000:.0f} ms after "
+        f"the answer's round; the whole second turn {second_turn:.2f} s"
+    )
+    assert turnaround < 1.0 and after < 1.0

@@ -36,6 +36,21 @@ def test_example_settings_file_is_the_defaults() -> None:
             d.metrics,
         )
         assert (s.audit_max_mb, s.audit_backups) == (d.audit_max_mb, d.audit_backups)
+        assert (s.speech, s.understanding, s.sampling) == (d.speech, d.understanding, d.sampling)
+
+
+def test_understanding_and_sampling_settings_are_checked(tmp_path: Path) -> None:
+    from agi_router.exceptions import ConfigError
+
+    bad = tmp_path / "bad.toml"
+    for text, key in (
+        ("[understanding]\nqueue_confidence = 1.5\n", "understanding.queue_confidence"),
+        ("[sampling]\nrate = -0.1\n", "sampling.rate"),
+        ("[sampling]\nretention = 3\n", "sampling"),
+    ):
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            load_settings(bad)
 
 
 @pytest.mark.parametrize(
