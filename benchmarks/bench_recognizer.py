@@ -44,8 +44,9 @@ import numpy as np
 import numpy.typing as npt
 from machine import cpu_model as _cpu_model  # benchmarks/machine.py
 
+from agi_router.speech.evaluation import word_errors
 from agi_router.speech.model import ensure_whisper_base
-from agi_router.speech.recognizer import WhisperRecognizer, normalize_text
+from agi_router.speech.recognizer import WhisperRecognizer
 
 Pcm = npt.NDArray[np.int16]
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,16 +160,6 @@ def real_set(work: Path, count: int) -> tuple[dict[str, list[Utterance]], str]:
 
 
 # ---------------------------------------------------------------------------------------------- metrics
-
-
-def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
-    ref, hyp = normalize_text(reference).split(), normalize_text(hypothesis).split()
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
-    return row[-1], len(ref)
 
 
 def pct(values: Sequence[float], q: float) -> float:

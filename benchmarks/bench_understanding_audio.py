@@ -70,17 +70,7 @@ def main() -> int:
                 "recognition_p50_s": float(np.percentile(lat, 50)),
                 "recognition_p99_s": float(np.percentile(lat, 99)),
                 "understanding_mean_ms": understand_s * 1000,
-                "examples": [
-                    {
-                        "kind": it.kind,
-                        "expected": "+".join(it.expected),
-                        "heard": u.text,
-                        "level": u.level.value,
-                        "motive": u.motive_id,
-                        "outcome": o,
-                    }
-                    for it, u, o in r.examples
-                ],
+                "examples": r.rows(),
             }
             print(f"shift {shift} ms: {dict(r.outcomes)}", file=sys.stderr)
     rec.close()

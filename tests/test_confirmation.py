@@ -12,16 +12,12 @@ import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from agi_router.agi.server import AGIServer, AGIServerConfig
-from agi_router.ami.client import AMIClient, AMIConfig
-from agi_router.callflow.capture import ChainedCapture, DTMFMenuCapture, DTMFMenuConfig, HintCapture
-from agi_router.callflow.flow import CallFlow, CallResult, PolicyHolder
+from agi_router.callflow.flow import CallResult
 from agi_router.callflow.legs import LegRegistry
 from agi_router.callflow.speech import Recognition, SpeechCapture, SpeechConfig
 from agi_router.exceptions import ConfigError
@@ -30,16 +26,13 @@ from agi_router.motives.catalogue import Catalogue
 from agi_router.motives.replies import reply_of_text
 from agi_router.motives.understanding import Level, Understanding
 from agi_router.policy.config import Policy
-from agi_router.policy.model import AccountFacts
 from agi_router.privacy import Pseudonymizer
 from agi_router.speech.endpointer import EndpointerConfig
 from agi_router.speech.sampling import Sampler, SampleStore
-from agi_router.state.memory import InMemoryCallerMemory
 from tests.audio import needs_tts, silence, speak
-from tests.doubles import StubDirectory
-from tests.fakeami import FakeAMI
 from tests.fakeasterisk import FakeChannel, run_call
 from tests.fakepbx import CallerScript, FakePBX
+from tests.speechrig import agi_server, fake_pbx, mini_flow
 
 pytestmark = needs_tts
 
@@ -104,45 +97,23 @@ class Rig:
 
 @pytest.fixture
 async def rig(mini_policy: Policy, mini_catalogue: Catalogue, pseudonymizer: Pseudonymizer) -> AsyncIterator[Rig]:
-    fake_ami = FakeAMI()
-    await fake_ami.start()
-    pbx = FakePBX(fake_ami)
-    ami = AMIClient(AMIConfig(port=fake_ami.port, secret=fake_ami.secret, backoff_initial=0.05, backoff_max=0.1))
-    await ami.start()
-    assert await ami.wait_connected(2)
     recognizer = ScriptedRecognizer()
     prompt = speak("dites la raison de votre appel", "fr+f2")
     question = speak("vous appelez pour une attestation de droits ? dites oui ou non", "fr+f2")
     cfg = SpeechConfig(no_input_ms=1200, confirm_no_input_ms=1000, endpointer=EndpointerConfig(hangover_ms=400))
-    speech = SpeechCapture(
-        LegRegistry(ami),
-        PortPool(32200, 32300),
-        recognizer,
-        cfg,
-        prompt=prompt,
-        reprompt=prompt,
-        confirm_prompt=lambda motive: question if motive == "attestation_droits" else None,
-    )
     results: list[CallResult] = []
-    flow = CallFlow(
-        policy=PolicyHolder(mini_policy),
-        directory=StubDirectory(everyone=AccountFacts(True, True, date(2026, 11, 1))),
-        memory=InMemoryCallerMemory(),
-        pseudonymizer=pseudonymizer,
-        clock=lambda: datetime(2026, 11, 24, 10, 0, tzinfo=UTC),
-        capture=ChainedCapture(
-            [HintCapture(), speech, DTMFMenuCapture(mini_catalogue, DTMFMenuConfig(attempts=1, timeout_ms=100))]
-        ),
-        on_result=results.append,
-    )
-    server = AGIServer({"3646": flow}, AGIServerConfig(port=0))
-    await server.start()
-    try:
-        yield Rig(server.sockets[0][1], pbx, speech, recognizer, results, len(question) // 160)
-    finally:
-        await server.close(grace=1)
-        await ami.close()
-        await fake_ami.stop()
+    async with fake_pbx() as (pbx, ami):
+        speech = SpeechCapture(
+            LegRegistry(ami),
+            PortPool(32200, 32300),
+            recognizer,
+            cfg,
+            prompt=prompt,
+            reprompt=prompt,
+            confirm_prompt=lambda motive: question if motive == "attestation_droits" else None,
+        )
+        async with agi_server(mini_flow(mini_policy, mini_catalogue, pseudonymizer, speech, results.append)) as port:
+            yield Rig(port, pbx, speech, recognizer, results, len(question) // 160)
 
 
 def said(text: str, voice: str = "fr+m3") -> np.ndarray:
@@ -259,7 +230,7 @@ async def test_sampling_keeps_audio_only_with_consent_and_never_the_number(
     variables = {"ROUTER_SAMPLING_CONSENT": consent} if consent is not None else {}
     ch = await rig.call(variables=variables, uniqueid="1733140000.42")
     assert ch.variables["ROUTER_MOTIVE"] == "attestation_droits"
-    files = sorted(store)
+    files = list(store)  # oldest first
     if consent != "1":
         assert files == []  # no consent (or the notice is off): nothing kept, not even a folder entry
         return

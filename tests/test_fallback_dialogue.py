@@ -18,8 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agi_router.agi.server import AGIServer, AGIServerConfig
-from agi_router.ami.client import AMIClient, AMIConfig
 from agi_router.app import menu_capture, speech_config
 from agi_router.callflow.capture import ChainedCapture, HintCapture
 from agi_router.callflow.flow import CallFlow, CallResult, PolicyHolder
@@ -37,6 +35,7 @@ from tests.doubles import StubDirectory
 from tests.fakeami import FakeAMI
 from tests.fakeasterisk import FakeChannel, run_call
 from tests.fakepbx import CallerScript, FakePBX
+from tests.speechrig import agi_server, fake_pbx
 
 pytestmark = needs_tts
 
@@ -86,37 +85,26 @@ async def shipped_stack(data_dir: Path, rtp_base: int, pseudonymizer: Pseudonymi
     """The router's call flow as `serve` wires it (shipped defaults), against a fake PBX."""
     settings = Settings(data_dir=data_dir)
     sounds = settings.path(Path(settings.speech.sounds_dir))
-    fake_ami = FakeAMI()
-    await fake_ami.start()
-    pbx = FakePBX(fake_ami)
-    ami = AMIClient(AMIConfig(port=fake_ami.port, secret=fake_ami.secret, backoff_initial=0.05, backoff_max=0.1))
-    await ami.start()
-    assert await ami.wait_connected(2)
-    speech = SpeechCapture(
-        LegRegistry(ami),
-        PortPool(rtp_base, rtp_base + 40),
-        NeverUnderstands(),
-        speech_config(settings),
-        prompt=read_pcm(sounds / "router" / "ask-motive.wav"),
-        reprompt=read_pcm(sounds / "router" / "not-understood.wav"),
-    )
-    results: list[CallResult] = []
-    flow = CallFlow(
-        policy=PolicyHolder(bundled_policy_always_open()),
-        directory=StubDirectory(),
-        memory=InMemoryCallerMemory(),
-        pseudonymizer=pseudonymizer,
-        capture=ChainedCapture([HintCapture(), speech, menu_capture(settings, Catalogue.load())]),
-        on_result=results.append,
-    )
-    server = AGIServer({"3646": flow}, AGIServerConfig(port=0))
-    await server.start()
-    try:
-        yield Stack(server.sockets[0][1], pbx, results, PromptLengths(sounds))
-    finally:
-        await server.close(grace=1)
-        await ami.close()
-        await fake_ami.stop()
+    async with fake_pbx() as (pbx, ami):
+        speech = SpeechCapture(
+            LegRegistry(ami),
+            PortPool(rtp_base, rtp_base + 40),
+            NeverUnderstands(),
+            speech_config(settings),
+            prompt=read_pcm(sounds / "router" / "ask-motive.wav"),
+            reprompt=read_pcm(sounds / "router" / "not-understood.wav"),
+        )
+        results: list[CallResult] = []
+        flow = CallFlow(
+            policy=PolicyHolder(bundled_policy_always_open()),
+            directory=StubDirectory(),
+            memory=InMemoryCallerMemory(),
+            pseudonymizer=pseudonymizer,
+            capture=ChainedCapture([HintCapture(), speech, menu_capture(settings, Catalogue.load())]),
+            on_result=results.append,
+        )
+        async with agi_server(flow) as port:
+            yield Stack(port, pbx, results, PromptLengths(sounds))
 
 
 Scenario = tuple[str, Callable[[], list[CallerScript]], list[str]]

@@ -7,29 +7,23 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
 
 import numpy as np
 import pytest
 
-from agi_router.agi.server import AGIServer, AGIServerConfig
-from agi_router.ami.client import AMIClient, AMIConfig
-from agi_router.callflow.capture import ChainedCapture, DTMFMenuCapture, DTMFMenuConfig, HintCapture
-from agi_router.callflow.flow import CallFlow, CallResult, PolicyHolder
+from agi_router.ami.client import AMIClient
+from agi_router.callflow.flow import CallResult
 from agi_router.callflow.legs import LegRegistry
 from agi_router.callflow.speech import Recognition, SpeechCapture, SpeechConfig
 from agi_router.media.rtp import PortPool
 from agi_router.motives.catalogue import Catalogue
 from agi_router.policy.config import Policy
-from agi_router.policy.model import AccountFacts
 from agi_router.privacy import Pseudonymizer
 from agi_router.speech.endpointer import EndpointerConfig
-from agi_router.state.memory import InMemoryCallerMemory
 from tests.audio import needs_tts, silence, speak, speech_bounds_ms
-from tests.doubles import StubDirectory
-from tests.fakeami import FakeAMI
 from tests.fakeasterisk import FakeChannel, run_call
 from tests.fakepbx import CallerScript, FakePBX
+from tests.speechrig import agi_server, fake_pbx, mini_flow
 
 pytestmark = needs_tts
 SENTENCE = "bonjour je voudrais une attestation de droits"
@@ -67,37 +61,16 @@ class Rig:
 
 @pytest.fixture
 async def rig(mini_policy: Policy, mini_catalogue: Catalogue, pseudonymizer: Pseudonymizer) -> AsyncIterator[Rig]:
-    fake_ami = FakeAMI()
-    await fake_ami.start()
-    pbx = FakePBX(fake_ami)
-    ami = AMIClient(AMIConfig(port=fake_ami.port, secret=fake_ami.secret, backoff_initial=0.05, backoff_max=0.1))
-    await ami.start()
-    assert await ami.wait_connected(2)
     recognizer = ScriptedRecognizer([Recognition("attestation_droits", 0.92, "releve_remboursements")])
     prompt = speak("dites la raison de votre appel en quelques mots", "fr+f2")
     cfg = SpeechConfig(no_input_ms=1500, endpointer=EndpointerConfig(hangover_ms=500))
-    speech = SpeechCapture(LegRegistry(ami), PortPool(32000, 32100), recognizer, cfg, prompt=prompt, reprompt=prompt)
     results: list[CallResult] = []
-
-    flow = CallFlow(
-        policy=PolicyHolder(mini_policy),
-        directory=StubDirectory(everyone=AccountFacts(True, True, date(2026, 11, 1))),
-        memory=InMemoryCallerMemory(),
-        pseudonymizer=pseudonymizer,
-        clock=lambda: datetime(2026, 11, 24, 10, 0, tzinfo=UTC),
-        capture=ChainedCapture(
-            [HintCapture(), speech, DTMFMenuCapture(mini_catalogue, DTMFMenuConfig(attempts=1, timeout_ms=100))]
-        ),
-        on_result=results.append,
-    )
-    server = AGIServer({"3646": flow}, AGIServerConfig(port=0))
-    await server.start()
-    try:
-        yield Rig(server.sockets[0][1], pbx, ami, speech, recognizer, results)
-    finally:
-        await server.close(grace=1)
-        await ami.close()
-        await fake_ami.stop()
+    async with fake_pbx() as (pbx, ami):
+        speech = SpeechCapture(
+            LegRegistry(ami), PortPool(32000, 32100), recognizer, cfg, prompt=prompt, reprompt=prompt
+        )
+        async with agi_server(mini_flow(mini_policy, mini_catalogue, pseudonymizer, speech, results.append)) as port:
+            yield Rig(port, pbx, ami, speech, recognizer, results)
 
 
 async def test_spoken_motive_routes_the_call(rig: Rig) -> None:

@@ -158,6 +158,21 @@ class Report:
         total = sum(c.values())
         return c[outcome] / total if total else 0.0
 
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per item: what was expected, heard, the level, what the router acted on, the outcome."""
+        return [
+            {
+                "line": it.line,
+                "kind": it.kind,
+                "expected": "+".join(it.expected),
+                "heard": u.text,
+                "level": u.level.value,
+                "motive": u.motive_id,
+                "outcome": o,
+            }
+            for it, u, o in self.examples
+        ]
+
     def as_json(self) -> dict[str, Any]:
         t = self.thresholds
         return {

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["asks_for_person"]
+__all__ = ["asks_for_person", "fold"]
 
 _PATTERNS = re.compile(
     r"\b("
@@ -27,7 +27,8 @@ _PATTERNS = re.compile(
 _NOT_WORD = re.compile(r"[^a-z0-9 ]+")
 
 
-def _normalise(text: str) -> str:
+def fold(text: str) -> str:
+    """Lowercase, accents removed, apostrophes and punctuation to single spaces: what the matchers read."""
     t = unicodedata.normalize("NFKD", text.lower().replace("\u2019", "'"))
     t = "".join(c for c in t if not unicodedata.combining(c)).replace("'", " ")
     return " ".join(_NOT_WORD.sub(" ", t).split())
@@ -35,4 +36,4 @@ def _normalise(text: str) -> str:
 
 def asks_for_person(text: str) -> bool:
     """True when the transcript asks for a person (recall first)."""
-    return bool(_PATTERNS.search(_normalise(text)))
+    return bool(_PATTERNS.search(fold(text)))

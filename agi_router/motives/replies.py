@@ -10,10 +10,9 @@ guessed. A request for a person is checked first, as everywhere. DTMF: 1 = yes, 
 from __future__ import annotations
 
 import re
-import unicodedata
 from enum import StrEnum
 
-from .human import asks_for_person
+from .human import asks_for_person, fold
 
 __all__ = ["Reply", "reply_of_digit", "reply_of_text"]
 
@@ -35,20 +34,11 @@ _YES = re.compile(
     r"absolument|affirmatif|bien sur|effectivement|parfaitement|voila|d accord|oui oui|yes|correct|"
     r"c est cela|en effet|tout a fait ca)\b"
 )
-_NOT_WORD = re.compile(r"[^a-z0-9 ]+")
-
-
-def _fold(text: str) -> str:
-    t = unicodedata.normalize("NFKD", text.lower().replace("\u2019", "'"))
-    t = "".join(c for c in t if not unicodedata.combining(c)).replace("'", " ")
-    return " ".join(_NOT_WORD.sub(" ", t).split())
-
-
 def reply_of_text(text: str) -> Reply:
     """Yes / no / a person from a transcript; :attr:`Reply.UNKNOWN` when unsure."""
     if asks_for_person(text):
         return Reply.PERSON
-    t = _fold(text)
+    t = fold(text)
     no = bool(_NO.search(t))
     # "absolument pas", "pas exactement": the negation wins over its yes word
     yes = bool(_YES.search(_NO.sub(" ", t)))

@@ -195,18 +195,7 @@ def evaluate_folder(
                 "person_honoured": r.outcomes["person_honoured"],
                 "cost": round(r.cost, 4),
                 "report": r.as_json(),
-                "per_file": [
-                    {
-                        "line": it.line,
-                        "kind": it.kind,
-                        "expected": "+".join(it.expected),
-                        "heard": u.text,
-                        "level": u.level.value,
-                        "motive": u.motive_id,
-                        "outcome": o,
-                    }
-                    for it, u, o in r.examples
-                ],
+                "per_file": r.rows(),
             }
         )
         best = search_thresholds(items, catalogue, understander.classifier, deflectable, texts=texts)[0]

@@ -123,7 +123,8 @@ class SampleStore:
         return Sample(h["id"], h["at"], h["mode"], h["transcript"], h["understood"], pcm)
 
     def __iter__(self) -> Iterator[Path]:
-        return iter(sorted(self.folder.glob(f"*{SUFFIX}")))
+        """The samples, oldest first."""
+        return iter(sorted(self.folder.glob(f"*{SUFFIX}"), key=lambda p: (p.stat().st_mtime_ns, p.name)))
 
 
 class Sampler:
