@@ -51,6 +51,7 @@ from .state.memory import InMemoryCallerMemory
 from .state.redis import RedisCallerMemory
 
 if TYPE_CHECKING:
+    from .speech.capacity import ProcessRecognizer
     from .speech.recognizer import WhisperRecognizer
 
 __all__ = ["NoDirectory", "Router", "build_router", "make_pseudonymizer", "run"]
@@ -336,13 +337,17 @@ def build_sampler(settings: Settings) -> Sampler | None:
     return Sampler(store, sa.rate, consent_variable=sa.consent_variable)
 
 
-def build_recognizer(settings: Settings) -> WhisperRecognizer:
-    """The settings' Whisper recogniser (model assembled on first use); ConfigError when it cannot be."""
+def build_recognizer(settings: Settings) -> WhisperRecognizer | ProcessRecognizer:
+    """The settings' Whisper recogniser (model assembled on first use): ``workers`` threads in this process,
+    or ``processes`` worker processes; ConfigError when it cannot be."""
+    from .speech.capacity import ProcessRecognizer
     from .speech.model import resolve_model_dir
     from .speech.recognizer import WhisperRecognizer
 
     sp = settings.speech
     model_dir = resolve_model_dir(settings.data_dir, Path(sp.model_dir) if sp.model_dir else None)
+    if sp.processes:
+        return ProcessRecognizer(model_dir, processes=sp.processes, beam_size=sp.beam_size, window_s=sp.window_s)
     return WhisperRecognizer(model_dir, workers=sp.workers, beam_size=sp.beam_size, window_s=sp.window_s)
 
 
@@ -425,6 +430,7 @@ def speech_config(settings: Settings) -> SpeechConfig:
         no_input_ms=sp.no_input_ms,
         lease_s=sp.lease_s,
         confirm=sp.confirm,
+        admit_wait_s=sp.admit_wait_ms / 1000,
         confirm_attempts=sp.confirm_attempts,
         confirm_no_input_ms=sp.confirm_no_input_ms,
         fallback_budget_s=settings.flow.fallback_budget_s,

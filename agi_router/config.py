@@ -95,6 +95,8 @@ class SpeechSettings:
     max_utterance_ms: int = 10000
     lease_s: float = 2.0  # a capture leg whose lease the router stops renewing ends this long after
     confirm: bool = True  # plausible but unsure: "Vous appelez pour X ?" (yes/no/1/2) instead of re-asking
+    processes: int = 0  # 0: decode in `workers` threads of the router; N: in N worker processes
+    admit_wait_ms: int = 1500  # a speech round starts only if recognition would answer within this
     confirm_attempts: int = 2
     confirm_no_input_ms: int = 3000
     sounds_dir: str = "sounds/fr"  # the router's prompts (streamed for barge-in; `asterisk setup` installs them)
@@ -283,6 +285,8 @@ def load_settings(path: Path | None = None) -> Settings:
         max_utterance_ms=sp.int_range("max_utterance_ms", 1000, 30000, ds.max_utterance_ms),
         lease_s=sp.float_range("lease_s", 0.5, 30.0, ds.lease_s),
         confirm=sp.get("confirm", bool, ds.confirm),
+        processes=sp.int_range("processes", 0, 64, ds.processes),
+        admit_wait_ms=sp.int_range("admit_wait_ms", 100, 60000, ds.admit_wait_ms),
         confirm_attempts=sp.int_range("confirm_attempts", 1, 3, ds.confirm_attempts),
         confirm_no_input_ms=sp.int_range("confirm_no_input_ms", 500, 30000, ds.confirm_no_input_ms),
         sounds_dir=sp.get("sounds_dir", str, ds.sounds_dir),

@@ -69,6 +69,13 @@ def test_alert_rules_fire_when_they_should() -> None:
 
 
 class _Recognizer:
+    """The pipeline's shape: the engine, with its load gauge, is ``.recognizer``."""
+
+    def __init__(self) -> None:
+        from agi_router.speech.capacity import RecognizerLoad
+
+        self.recognizer = type("Engine", (), {"load": RecognizerLoad(2)})()
+
     async def recognize(self, pcm: np.ndarray) -> Recognition:
         return Recognition(None)
 

@@ -192,3 +192,34 @@ async def test_recogniser_fault_sends_the_caller_to_the_dtmf_menu(rig: Rig) -> N
     assert ch.variables["ROUTER_MOTIVE"] == "attestation_droits"  # by the DTMF menu, no second round
     assert len(rig.pbx.legs) == 1 and rig.speech.totals.recognizer_errors == 1
     assert [r.outcome for r in rig.results[-1].speech_rounds] == ["error"]
+
+
+async def test_a_saturated_recogniser_sends_callers_to_the_menu_at_once(rig: Rig) -> None:
+    """Admission: when recognition would take longer than the budget, no round starts (no leg, no prompt):
+    the caller gets the DTMF menu now instead of waiting behind everyone else."""
+    from agi_router.speech.capacity import RecognizerLoad
+
+    load = RecognizerLoad(1, inflight=6, decode_s=0.4)  # a new utterance: 7 decodes of 0.4 s ahead
+    rig.recognizer.expected_s = load.expected_s  # type: ignore[attr-defined]
+    ch = await rig.call(dtmf=["3", "1"])
+    assert rig.pbx.legs == [] and ch.variables["ROUTER_MOTIVE"] == "attestation_droits"  # by the menu
+    assert [r.outcome for r in rig.results[-1].speech_rounds] == ["overload"]
+    assert rig.speech.totals.admission_refused == 1
+    load.inflight = 2  # 1.2 s: within the 1.5 s default
+    rig.pbx.rounds = [CallerScript(audio=np.concatenate([speak(SENTENCE), silence(1500)]))]
+    ch = await rig.call(uniqueid="2")
+    assert len(rig.pbx.legs) == 1 and ch.variables["ROUTER_MOTIVE"] == "attestation_droits"
+
+
+def test_recognizer_load_estimate() -> None:
+    from agi_router.speech.capacity import RecognizerLoad
+
+    load = RecognizerLoad(2, decode_s=0.3)
+    assert load.expected_s() == pytest.approx(0.3)  # idle: its own decode
+    for _ in range(3):
+        load.begin()
+    assert load.expected_s() == pytest.approx(0.6)  # 3 in flight on 2 decoders: one round ahead
+    load.end(0.5)
+    assert load.inflight == 2 and load.decode_s == pytest.approx(0.34) and load.busy_s == 0.5
+    load.end(None)  # a failed decode: no time recorded
+    assert load.inflight == 1 and load.decoded == 1

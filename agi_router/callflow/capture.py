@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 class SpeechRound:
     """One prompt-and-listen round of live-audio capture, as metrics and logs see it."""
 
-    outcome: str  # recognised | no_match | no_input | dtmf | human_request | max_length | error
+    outcome: str  # recognised | no_match | no_input | dtmf | human_request | max_length | error | overload
+    #               | to_confirm | confirm_yes | confirm_no
     confidence: float | None = None
     recognition_s: float | None = None  # the recogniser's own run time for the utterance used
     endpoint_delay_s: float | None = None  # end of the last voiced frame -> end of speech declared

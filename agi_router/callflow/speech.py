@@ -125,6 +125,7 @@ class SpeechConfig:
     confirm: bool = True  # a plausible but unsure motive: "Vous appelez pour X ?" instead of re-asking
     confirm_attempts: int = 2  # the question, then once more after silence or an answer not understood
     confirm_no_input_ms: int = 3000  # after the question
+    admit_wait_s: float = 1.5  # a round starts only if the recogniser would answer a new utterance within this
 
 
 @dataclass(slots=True)
@@ -181,6 +182,7 @@ class MediaTotals:
     vad_voiced_frames: int = 0
     rounds: int = 0
     recognizer_errors: int = 0
+    admission_refused: int = 0  # rounds not started: the recogniser was saturated (DTMF menu instead)
 
 
 class SpeechCapture:
@@ -219,6 +221,8 @@ class SpeechCapture:
                 return None
             if attempt > 0 and not call.fits(self._round_min_s(reprompt=True)):
                 log.info("no re-prompt for %s: it would overrun the time to a person", call.call_id)
+                return None
+            if not self._admitted(call):
                 return None
             try:
                 outcome = await self._round(session, call, reprompt=attempt > 0)
@@ -264,7 +268,7 @@ class SpeechCapture:
             return None
         step = len(question) / 8000 + cfg.confirm_no_input_ms / 1000
         for _ in range(cfg.confirm_attempts):
-            if not self.legs.available or not call.fits(step):
+            if not self.legs.available or not call.fits(step) or not self._admitted(call):
                 return None
             try:
                 outcome = await self._round(session, call, question=question)
@@ -296,6 +300,20 @@ class SpeechCapture:
             if r.reply == "no":
                 return None
         return None
+
+    def _admitted(self, call: CallContext) -> bool:
+        """Admission: a round starts only if the recogniser would answer within ``admit_wait_s``; otherwise
+        the caller goes to the DTMF menu now rather than everyone waiting on a saturated recogniser."""
+        expected = getattr(self.recognizer, "expected_s", None)
+        if expected is None:
+            return True
+        wait = float(expected())
+        if wait <= self.config.admit_wait_s:
+            return True
+        self.totals.admission_refused += 1
+        call.speech_rounds.append(SpeechRound("overload"))
+        log.warning("recogniser saturated (%.1f s expected): %s gets the DTMF menu", wait, call.call_id)
+        return False
 
     def _done(self, call: CallContext, outcome: RoundOutcome) -> None:
         self.rounds.append(outcome)

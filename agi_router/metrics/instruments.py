@@ -350,6 +350,17 @@ def _media_metrics(speech: SpeechCapture) -> Iterator[Metric]:
     yield _counter(p + "vad_frames", "Audio frames through the VAD", t.vad_frames)
     yield _counter(p + "vad_voiced_frames", "Audio frames the VAD found voiced", t.vad_voiced_frames)
     yield _counter(p + "recognizer_errors", "Utterances on which the recogniser raised", t.recognizer_errors)
+    yield _counter(
+        p + "speech_admission_refused",
+        "Speech rounds not started because the recogniser was saturated (the caller got the DTMF menu)",
+        t.admission_refused,
+    )
+    load = getattr(getattr(speech.recognizer, "recognizer", None), "load", None)
+    if load is not None:
+        yield _gauge(p + "recognizer_workers", "Parallel decoders (threads or processes)", load.workers)
+        yield _gauge(p + "recognizer_inflight", "Utterances being decoded or waiting for a decoder", load.inflight)
+        yield _counter(p + "recognizer_busy_seconds", "Decode time, summed over decoders", load.busy_s)
+        yield _gauge(p + "recognizer_expected_seconds", "What a new utterance would wait now", load.expected_s())
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

@@ -47,6 +47,11 @@ class TranscribeThenUnderstand:
         log.debug("reply %.2f s in %.0f ms -> %r", t.audio_s, t.latency_s * 1000, r.value)
         return Recognition(None, 0.0, None, t.text, human_requested=r.value == "person", reply=r.value)
 
+    def expected_s(self) -> float:
+        """How long a new utterance would take to recognise now (0 when the recogniser does not say)."""
+        load = getattr(self.recognizer, "load", None)
+        return float(load.expected_s()) if load is not None else 0.0
+
     def close(self) -> None:
         close = getattr(self.recognizer, "close", None)
         if close is not None:

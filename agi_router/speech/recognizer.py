@@ -248,6 +248,9 @@ class WhisperRecognizer:
             self._model.encode = _trimmed_encode(self._model.encode, int(self.window_s) * _FRAMES_PER_S)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="whisper")
         self._closed = False
+        from .capacity import RecognizerLoad
+
+        self.load = RecognizerLoad(workers)
 
     async def transcribe(self, pcm: Pcm) -> Transcript:
         """Transcribe one utterance (mono int16 at 8000 Hz) in a worker thread."""
@@ -262,8 +265,19 @@ class WhisperRecognizer:
             return Transcript("", self.language or "", -math.inf, 1.0, 0.0, 0.0)
         # Cancelling this coroutine (hang-up) cancels the pool job too if it has not started yet.
         loop = asyncio.get_running_loop()
-        text, language, logprob, no_speech = await loop.run_in_executor(self._pool, self._decode, samples)
+        self.load.begin()
+        decode_s: float | None = None
+        try:
+            text, language, logprob, no_speech, decode_s = await loop.run_in_executor(
+                self._pool, self._timed_decode, samples
+            )
+        finally:
+            self.load.end(decode_s)
         return Transcript(text, language, logprob, no_speech, audio_s, time.perf_counter() - t0)
+
+    def _timed_decode(self, samples: Pcm) -> tuple[str, str, float, float, float]:
+        t0 = time.perf_counter()
+        return (*self._decode(samples), time.perf_counter() - t0)
 
     def transcribe_sync(self, pcm: Pcm) -> Transcript:
         """The same on the calling thread (benchmarks, scripts): never call it from the event loop."""

@@ -334,6 +334,25 @@ def build() -> dict[str, Any]:
     )
     lay.add(
         timeseries(
+            "Recogniser load",
+            [
+                ("sum(agi_router_recognizer_inflight)", "utterances in flight"),
+                (
+                    f"sum(rate(agi_router_recognizer_busy_seconds_total[{RANGE}]))"
+                    " / sum(agi_router_recognizer_workers)",
+                    "busy share",
+                ),
+                ("max(agi_router_recognizer_expected_seconds)", "a new utterance would take (s)"),
+                (f"sum(rate(agi_router_speech_admission_refused_total[{RANGE}])) * 60", "refused -> DTMF menu /min"),
+            ],
+            "short",
+            description="Admission: a speech round starts only if recognition would answer within "
+            "[speech] admit_wait_ms; otherwise the caller gets the DTMF menu at once.",
+        ),
+        8,
+    )
+    lay.add(
+        timeseries(
             "Spoken motive: what the router acted on",
             [(f"sum by (level) (rate(agi_router_speech_understanding_total[{RANGE}])) * 60", "{{level}}")],
             "cpm",

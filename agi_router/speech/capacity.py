@@ -1,0 +1,165 @@
+"""Recogniser capacity: how busy it is, admission of new speaking callers, and worker processes.
+
+The recogniser, not the decision core, sets how many speaking callers one router serves (~150-400 ms of
+CPU per utterance against ~0.3 ms for a whole FastAGI session). When it saturates, every caller's wait
+grows together (measured through a real Asterisk: end of speech → route from ~2 ms to 2.8 s median in a
+50-call burst with one worker). So:
+
+* :class:`RecognizerLoad` counts the utterances in flight (speculative decodes included: they cost the
+  same) and keeps a moving average of the decode time; ``expected_s()`` is how long a new utterance would
+  take from now, its own decode included.
+* **Admission**: before a speech round starts, the capture asks ``expected_s()``; over the budget
+  (``[speech] admit_wait_ms``), the caller skips speech and gets the DTMF menu at once (counted as
+  ``agi_router_speech_admission_refused_total``, alerted) instead of every caller waiting.
+* :class:`ProcessRecognizer`: the same Whisper decode in ``processes`` worker processes (``[speech]
+  processes``), each with one CTranslate2 thread and BLAS/OpenMP pools pinned to one thread (they only
+  spin otherwise): two processes decode ~2x what one does on two cores, where two threads of one process
+  contend for the interpreter between decodes. The model is loaded in each process (≈170 MB each).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .recognizer import SAMPLE_RATE, Transcript, WhisperRecognizer
+
+__all__ = ["PINNED_THREADS", "ProcessRecognizer", "RecognizerLoad"]
+
+Pcm = npt.NDArray[np.int16]
+
+#: thread pools that only spin around a one-thread decode (measured: OpenBLAS alone kept 1.7 cores busy)
+PINNED_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@dataclass
+class RecognizerLoad:
+    """In-flight utterances and the recent decode time of a recogniser with ``workers`` parallel decoders."""
+
+    workers: int
+    inflight: int = 0
+    decode_s: float = 0.35  # moving average (a cold start assumes a typical utterance)
+    busy_s: float = 0.0  # total decode time: rate(busy_s) / workers is the busy share
+    decoded: int = 0
+    alpha: float = 0.2
+
+    def begin(self) -> None:
+        self.inflight += 1
+
+    def end(self, decode_s: float | None) -> None:
+        self.inflight = max(0, self.inflight - 1)
+        if decode_s is not None and math.isfinite(decode_s) and decode_s >= 0:
+            self.decode_s += self.alpha * (decode_s - self.decode_s)
+            self.busy_s += decode_s
+            self.decoded += 1
+
+    def expected_s(self) -> float:
+        """How long a new utterance would take from now: the rounds of decodes ahead of it, then its own."""
+        rounds = math.ceil((self.inflight + 1) / self.workers)
+        return rounds * self.decode_s
+
+
+# ---------------------------------------------------------------------------------------- worker processes
+
+_WORKER: WhisperRecognizer | None = None
+
+
+def _init_worker(model_dir: str, beam_size: int, window_s: float, language: str | None, ready: Any) -> None:
+    global _WORKER
+    _WORKER = WhisperRecognizer(Path(model_dir), workers=1, cpu_threads=1, beam_size=beam_size, window_s=window_s,
+                                language=language)  # fmt: skip
+    ready.wait(120)  # every worker has its model before the first caller is served
+
+
+def _decode_in_worker(samples: Pcm) -> tuple[str, str, float, float, float]:
+    assert _WORKER is not None, "worker not initialised"
+    t0 = time.perf_counter()
+    text, language, logprob, no_speech = _WORKER._decode(samples)
+    return text, language, logprob, no_speech, time.perf_counter() - t0
+
+
+def _ping() -> int:
+    return os.getpid()
+
+
+class ProcessRecognizer:
+    """:class:`~agi_router.speech.recognizer.WhisperRecognizer`'s decode in ``processes`` worker processes
+    (spawned: no fork of a running event loop). Construction starts them and waits until each has loaded
+    the model; a worker that dies is replaced by the pool on the next job (that utterance raises, and the
+    caller gets the DTMF menu)."""
+
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        processes: int = 2,
+        beam_size: int = 1,
+        window_s: float = 6.0,
+        language: str | None = "fr",
+    ) -> None:
+        if processes < 1:
+            raise ValueError("processes must be >= 1")
+        self.model_dir = Path(model_dir)
+        self.workers = processes
+        self.language = language
+        self.load = RecognizerLoad(processes)
+        saved = {k: os.environ.get(k) for k in (*PINNED_THREADS, "HF_HUB_OFFLINE")}
+        os.environ.update({k: "1" for k in PINNED_THREADS} | {"HF_HUB_OFFLINE": "1"})
+        ctx = multiprocessing.get_context("spawn")
+        ready = ctx.Barrier(processes)
+        try:  # the children inherit the environment of the moment they are spawned
+            self._pool = ProcessPoolExecutor(
+                max_workers=processes,
+                mp_context=ctx,
+                initializer=_init_worker,
+                initargs=(str(self.model_dir), beam_size, window_s, language, ready),
+            )
+            t0 = time.perf_counter()
+            pids = {f.result() for f in [self._pool.submit(_ping) for _ in range(processes * 2)]}
+            self.load_s = time.perf_counter() - t0
+            self.pids = sorted(pids)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        self._closed = False
+
+    async def transcribe(self, pcm: Pcm) -> Transcript:
+        if self._closed:
+            raise RuntimeError("ProcessRecognizer is closed")
+        samples = np.ascontiguousarray(pcm, dtype=np.int16)
+        t0 = time.perf_counter()
+        if not len(samples):
+            return Transcript("", self.language or "", -math.inf, 1.0, 0.0, 0.0)
+        loop = asyncio.get_running_loop()
+        self.load.begin()
+        decode_s: float | None = None
+        try:
+            text, language, logprob, no_speech, decode_s = await loop.run_in_executor(
+                self._pool, _decode_in_worker, samples
+            )
+        finally:
+            self.load.end(decode_s)
+        return Transcript(text, language, logprob, no_speech, len(samples) / SAMPLE_RATE, time.perf_counter() - t0)
+
+    def close(self) -> None:
+        self._closed = True
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> ProcessRecognizer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
