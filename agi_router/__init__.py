@@ -10,7 +10,16 @@ Architecture (one folder per concern):
 * ``state/``      caller memory backends (in-process, Redis)
 """
 
-from .exceptions import (
+import os as _os
+
+# Every numpy / CTranslate2 computation here is one-threaded by design (recognition runs in its own worker
+# threads or processes); BLAS and OpenMP pools only spin around it (measured: OpenBLAS kept 1.7 cores busy
+# for a one-thread decode, 225 -> 145 ms of CPU per utterance with one thread, same throughput). Set before
+# numpy is first imported; an operator's own value wins.
+for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    _os.environ.setdefault(_name, "1")
+
+from .exceptions import (  # noqa: E402 - after the thread pinning above, on purpose
     AGICommandError,
     AGIConnectionClosed,
     AGIDeadChannel,
