@@ -47,7 +47,7 @@ fi
 ensure_debs $(sed 's/#.*//' scripts/test-debs.txt | tr '\n' ' ')
 $VPY -m pip install -q -e ".[test]"
 # static checks first: they take seconds and catch what tests would only find at run time
-.venv/bin/ruff check agi_router tests benchmarks monitoring
+.venv/bin/ruff check agi_router tests benchmarks monitoring loadtest
 .venv/bin/mypy
 set +e
 $VPY -m pytest "$@"

@@ -1,0 +1,53 @@
+"""The router-only load test (``loadtest/run``): its smoke profile against a live ``agi-router serve``
+process, through the simulated Asterisk (FastAGI, AMI, RTP legs), ends with its report and plots and
+passes its SLOs; the simulator's own records are consistent."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.audio import needs_tts
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@needs_tts
+def test_smoke_profile_against_a_live_router(tmp_path: Path, whisper_dir: Path) -> None:
+    out = tmp_path / "report"
+    r = subprocess.run(
+        [sys.executable, "-m", "loadtest.run", "smoke", "--rate", "2", "--duration", "8", "--out", str(out),
+         "--model-dir", str(whisper_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert r.returncode == (0 if summary["passed"] else 1), r.stderr[-2000:]
+    assert summary["passed"], summary["reasons"]
+    assert summary["calls"] >= 8 and summary["failed"] == {}
+    assert sum(summary["rules"].values()) >= 6  # routed calls (early hang-ups have no route)
+    assert "PASSED" in (out / "report.md").read_text()
+    for png in ("calls", "concurrent", "failures", "speech_to_route", "recognizer", "process", "outcomes"):
+        assert (out / f"{png}.png").stat().st_size > 5000, png
+    assert "offered" in r.stderr and "report:" in r.stderr  # the live progress line and where the report is
+
+
+def test_bad_options_exit_2() -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "loadtest.run", "smoke", "--rate", "-1"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert r.returncode == 2 and "positive" in r.stderr
+
+
+@pytest.mark.parametrize("profile", ["smoke", "peak", "ramp", "soak"])
+def test_profiles_are_bounded(profile: str) -> None:
+    from loadtest.run import PROFILES, rate_at
+
+    p = PROFILES[profile]
+    assert 0 < p.duration <= 1800 and 0 < rate_at(p, p.duration) <= 20
