@@ -85,12 +85,14 @@ class CallRecord:
     max_gap_s: float = 0.0  # longest stretch with nothing from the router while the call was up
     failure: str | None = None
 
+    hangover_s: float = 0.55  # the router's endpointer hangover ([speech] hangover_ms)
+
     @property
     def speech_to_route_s(self) -> float | None:
-        """The router's end of speech (it hangs the leg up when its endpointer declares it) -> route."""
-        if self.route_at is None or self.speech_end_at is None or self.end_declared_at is None:
-            return None
-        return max(0.0, self.route_at - self.end_declared_at)
+        """The router's end of speech (its endpointer declares it one hangover after the last word) ->
+        route: recognition, waiting for a decoder included; what the SLO bounds."""
+        words = self.last_word_to_route_s
+        return None if words is None else max(0.0, words - self.hangover_s)
 
     @property
     def last_word_to_route_s(self) -> float | None:
@@ -107,6 +109,7 @@ class SimulatedAsterisk:
         self,
         *,
         ami_secret: str,
+        hangover_s: float = 0.55,
         ami_username: str = "agi-router",
         agi_host: str = "127.0.0.1",
         agi_port: int = 4573,
@@ -115,6 +118,7 @@ class SimulatedAsterisk:
         call_timeout_s: float = 120.0,
     ) -> None:
         self.ami_secret = ami_secret
+        self.hangover_s = hangover_s
         self.ami_username = ami_username
         self.agi = (agi_host, agi_port)
         self.prompt_seconds = prompt_seconds  # how long a GET DATA / STREAM FILE prompt "plays"
@@ -219,7 +223,7 @@ class SimulatedAsterisk:
     async def call(self, plan: CallerPlan, offered_at: float) -> CallRecord:
         self._seq += 1
         uid = f"{time.time():.0f}.{self._seq}"
-        rec = CallRecord(uid, plan, offered_at)
+        rec = CallRecord(uid, plan, offered_at, hangover_s=self.hangover_s)
         channel = f"PJSIP/loadtest-{self._seq:08x}"
         try:
             async with asyncio.timeout(self.call_timeout_s):

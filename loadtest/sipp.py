@@ -1,0 +1,192 @@
+"""The SIPp side of the load harness: audio, caller files, agents, and a run through a real Asterisk.
+
+    python -m loadtest.sipp prepare DIR            audio folders + callers.csv + directory.csv
+    python -m loadtest.sipp run DIR --asterisk HOST:PORT [--rate R] [--calls N] [--agents 3]
+
+``prepare`` writes, under DIR:
+
+* ``voices/<name>/speech.ulaw``: what a speaking caller says, headerless 8 kHz µ-law (SIPp 3.6.1's
+  ``rtp_stream`` sends a WAV header as audio and reads the file once per scenario: one folder, one SIPp
+  instance per sentence): motive sentences spoken by espeak-ng (two voices, with and without line noise;
+  SYNTHETIC) and real human recordings of Debian's French prompt packages (``asterisk-core-sounds-fr``);
+* ``callers.csv`` (SIPp ``-inf``): the population of ``loadtest/population.py`` — numbers (a third active
+  account holders, inactive, none), repeat callers, people asking for a person (0), silent callers —
+  with when they speak and the digits they type if they get the menu;
+* ``directory.csv``: the account directory that goes with those numbers (``agi-router directory import``).
+
+``run`` registers the agents (``agent-register.xml``: PJSIP/agent1..N with the credentials of
+``asterisk/pjsip.conf``), starts one SIPp UAS per agent (``agent.xml``: ring 2 s, talk ``--handling-s``,
+hang up), then the callers (one SIPp UAC per voice folder sharing the rate), each with ``-trace_stat``,
+``-trace_rtt``, ``-trace_counts`` and ``-trace_err`` in DIR/traces, waits for them, stops the agents and
+prints the SIPp totals. Bounded: ``--calls`` in all, ``--timeout-s`` at most.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import random
+import shutil
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from agi_router.media.g711 import ulaw_encode
+
+from .population import MENU, Population
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIOS = ROOT / "loadtest" / "scenarios"
+SENTENCES = {
+    "attestation": "bonjour je voudrais une attestation de droits",
+    "carte": "j'ai perdu ma carte vitale",
+    "indemnites": "je n'ai pas reçu mes indemnités journalières",
+    "conseiller": "je voudrais parler à un conseiller",
+}
+REAL = Path("/usr/share/asterisk/sounds/fr_CA_f_June")
+REAL_NAMES = ("vm-goodbye", "vm-password", "vm-incorrect", "conf-onlyperson")
+
+
+def _write_ulaw(pcm: np.ndarray, folder: Path) -> float:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "speech.ulaw").write_bytes(ulaw_encode(pcm.astype(np.int16)))
+    return len(pcm) / 8000
+
+
+def prepare(out: Path, calls: int, seed: int = 3646) -> dict[str, float]:
+    """Voices, callers.csv, directory.csv under ``out``; returns each voice's length in seconds."""
+    from agi_router.prompts import speak_to_wav
+    from agi_router.speech.evaluation import read_wav
+
+    voices: dict[str, float] = {}
+    rng = np.random.default_rng(seed)
+    tmp = out / "wav"
+    tmp.mkdir(parents=True, exist_ok=True)
+    for name, text in SENTENCES.items():
+        for voice in ("fr+f2", "fr+m3"):
+            wav = tmp / f"{name}-{voice.replace('+', '')}.wav"
+            speak_to_wav(text, wav, voice=voice, speed=160)
+            pcm = read_wav(wav)
+            voices[wav.stem] = _write_ulaw(pcm, out / "voices" / wav.stem)
+            noisy = np.clip(pcm + rng.normal(0, 0.05 * max(1.0, float(np.abs(pcm).max())), len(pcm)), -32768, 32767)
+            voices[wav.stem + "-noise"] = _write_ulaw(noisy, out / "voices" / (wav.stem + "-noise"))
+    for name in REAL_NAMES:
+        if (REAL / f"{name}.wav").is_file():
+            voices[f"real-{name}"] = _write_ulaw(read_wav(REAL / f"{name}.wav"), out / "voices" / f"real-{name}")
+    shutil.rmtree(tmp)
+    pop = Population([], seed=seed)
+    pop.directory_csv(out / "directory.csv", date.today())
+    r = random.Random(seed)
+    with (out / "callers.csv").open("w", newline="") as f:
+        f.write("SEQUENTIAL\n")
+        w = csv.writer(f, delimiter=";", lineterminator="\n")
+        for i in range(calls):
+            plan = pop.next_call(float(i))
+            number = plan.number or pop.numbers[i % len(pop.numbers)]  # SIP callers show a number
+            skill, motive, _ = r.choice(MENU)
+            if plan.kind == "person":
+                w.writerow([number, r.randint(600, 1500), 3000, "0", "", 30000])
+            elif plan.kind in ("silent", "hangup"):
+                w.writerow([number, 60000, 0, "", "", 1000])  # says nothing, hangs up after a minute
+            else:
+                w.writerow([number, r.randint(500, 1200), 12000, skill, motive, r.randint(20000, 60000)])
+    return voices
+
+
+def _sipp(args: list[str], cwd: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(["sipp", *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def run(out: Path, asterisk: str, rate: float, calls: int, agents: int, handling_s: float, timeout_s: float) -> int:
+    if shutil.which("sipp") is None:
+        print("loadtest: sipp not found (Debian package sip-tester)", file=sys.stderr)
+        return 2
+    voices = sorted(p for p in (out / "voices").iterdir() if (p / "speech.ulaw").is_file())
+    if not voices or not (out / "callers.csv").is_file():
+        print(f"loadtest: run `python -m loadtest.sipp prepare {out}` first", file=sys.stderr)
+        return 2
+    traces = out / "traces"
+    traces.mkdir(exist_ok=True)
+    host, _, port = asterisk.partition(":")
+    uas = []
+    for n in range(1, agents + 1):
+        local = str(5080 + n)
+        reg = subprocess.run(
+            ["sipp", "-sf", str(SCENARIOS / "agent-register.xml"), "-s", f"agent{n}", "-au", f"agent{n}",
+             "-ap", f"change-me-agent{n}", "-i", "127.0.0.1", "-p", local, "-m", "1", "-nostdin",
+             "-timeout", "10s", f"{host}:{port or '5060'}"],
+            cwd=traces, capture_output=True, text=True,
+        )  # fmt: skip
+        if reg.returncode != 0:
+            print(f"loadtest: agent{n} could not register: {reg.stderr.strip()[-300:]}", file=sys.stderr)
+            return 2
+        uas.append(_sipp(["-sf", str(SCENARIOS / "agent.xml"), "-i", "127.0.0.1", "-p", local, "-mp",
+                          str(6100 + 20 * n), "-d", str(int(handling_s * 1000)), "-bg", "-trace_stat",
+                          "-trace_counts", "-trace_err", "-nostdin"], traces))  # fmt: skip
+    per = max(1, calls // len(voices))
+    uac = []
+    for i, v in enumerate(voices):
+        shutil.copy(out / "callers.csv", v / "callers.csv")
+        uac.append(_sipp(["-sf", str(SCENARIOS / "caller-speaks.xml"), "-inf", "callers.csv", "-i", "127.0.0.1",
+                          "-p", str(5100 + i), "-mp", str(7000 + 40 * i), "-r", f"{rate / len(voices):.3f}",
+                          "-rp", "1000", "-m", str(per), "-l", str(max(10, per)), "-timeout",
+                          f"{int(timeout_s)}s", "-trace_stat", "-trace_rtt", "-trace_counts", "-trace_err",
+                          "-nostdin", f"{host}:{port or '5060'}"], v))  # fmt: skip
+    deadline = time.monotonic() + timeout_s + 30
+    rcs = []
+    for p in uac:
+        try:
+            rcs.append(p.wait(max(1, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            rcs.append(-9)
+    subprocess.run(["pkill", "-f", "agent.xml"], check=False)
+    for p in uas:
+        p.wait(5)
+    ok, failed = _totals(voices)
+    print(f"SIPp callers: {ok} successful, {failed} failed, exit codes {rcs}; traces under {out}")
+    return 0 if failed == 0 and all(rc == 0 for rc in rcs) else 1
+
+
+def _totals(voices: list[Path]) -> tuple[int, int]:
+    ok = failed = 0
+    for v in voices:
+        for stat in v.glob("caller-speaks_*_.csv"):
+            rows = list(csv.DictReader(stat.open(), delimiter=";"))
+            if rows:
+                ok += int(rows[-1].get("SuccessfulCall(C)", 0) or 0)
+                failed += int(rows[-1].get("FailedCall(C)", 0) or 0)
+    return ok, failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m loadtest.sipp", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    pr = sub.add_parser("prepare", help="audio folders, callers.csv, directory.csv")
+    pr.add_argument("dir", type=Path)
+    pr.add_argument("--calls", type=int, default=200)
+    ru = sub.add_parser("run", help="agents + callers through a real Asterisk")
+    ru.add_argument("dir", type=Path)
+    ru.add_argument("--asterisk", default="127.0.0.1:5060", help="Asterisk's PJSIP UDP transport")
+    ru.add_argument("--rate", type=float, default=1.0, help="calls/s in all")
+    ru.add_argument("--calls", type=int, default=20)
+    ru.add_argument("--agents", type=int, default=3)
+    ru.add_argument("--handling-s", type=float, default=30.0)
+    ru.add_argument("--timeout-s", type=float, default=300.0)
+    a = ap.parse_args(argv)
+    if a.cmd == "prepare":
+        voices = prepare(a.dir, a.calls)
+        print(f"{len(voices)} voice(s), {a.calls} callers under {a.dir}")
+        return 0
+    if a.rate <= 0 or a.calls <= 0 or not 1 <= a.agents <= 9:
+        print("loadtest: --rate and --calls must be positive, --agents 1..9", file=sys.stderr)
+        return 2
+    return run(a.dir, a.asterisk, a.rate, a.calls, a.agents, a.handling_s, a.timeout_s)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

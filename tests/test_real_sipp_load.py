@@ -1,0 +1,54 @@
+"""A SIPp load smoke through a real Asterisk 22 with agents answering (issue #11).
+
+The product as shipped (`agi-router serve` + `agi-router asterisk setup`, tests/test_real_callers_path.py's
+fixture), the population directory imported, `python -m loadtest.sipp prepare` then `run`: SIPp agents
+register as PJSIP/agent1..2 and answer queue calls (ring, talk, hang up); SIPp callers speak (rtp_stream),
+type DTMF (RFC 4733) or stay silent. Skipped, with the reason, without AGI_ROUTER_ASTERISK, sipp or root.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_real_callers_path import BINARY, Shipped, _wait_ready
+from tests.test_real_callers_path import shipped as shipped  # the module-scoped fixture
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [
+    pytest.mark.asterisk,
+    pytest.mark.timeout(400),
+    pytest.mark.skipif(not BINARY, reason="needs a real Asterisk 22: set AGI_ROUTER_ASTERISK=/path/to/asterisk"),
+    pytest.mark.skipif(shutil.which("sipp") is None, reason="needs SIPp on PATH (Debian package sip-tester)"),
+    pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() != 0, reason="SIPp DTMF needs a raw socket: root"),
+]
+
+
+def test_sipp_callers_and_agents_through_the_real_pbx(shipped: Shipped, tmp_path: Path) -> None:
+    _wait_ready(shipped)
+    env = {**os.environ, "AGI_ROUTER_CONFIG": str(shipped.var.parent / "router.toml")}
+    prep = subprocess.run([sys.executable, "-m", "loadtest.sipp", "prepare", str(tmp_path), "--calls", "8"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert prep.returncode == 0, prep.stderr
+    imp = subprocess.run([sys.executable, "-m", "agi_router", "directory", "import", str(tmp_path / "directory.csv")],
+                         env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert imp.returncode == 0, imp.stderr
+    start = len(shipped.ami.events)
+    r = subprocess.run(
+        [sys.executable, "-m", "loadtest.sipp", "run", str(tmp_path), "--asterisk", f"127.0.0.1:{shipped.ast.sip_port}",
+         "--rate", "1", "--calls", "8", "--agents", "2", "--handling-s", "4", "--timeout-s", "150"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    print(r.stdout, r.stderr[-2000:])
+    events = shipped.ami.events[start:]
+    routes = [e for e in events if e.get("UserEvent") == "RouterRoute"]
+    connects = [e for e in events if e.get("Event") == "AgentConnect"]
+    print(f"{len(routes)} routed, {len(connects)} answered by an agent; rules {[e.get('Rule') for e in routes]}")
+    assert r.returncode == 0, r.stdout + r.stderr[-2000:]
+    assert len(routes) >= 8 and all(e.get("Done") == "1" for e in routes)
+    assert connects, "no queue call was answered by a SIPp agent"
