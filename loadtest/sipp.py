@@ -134,8 +134,8 @@ def run(out: Path, asterisk: str, rate: float, calls: int, agents: int, handling
         uac.append(_sipp(["-sf", str(SCENARIOS / "caller-speaks.xml"), "-inf", "callers.csv", "-i", "127.0.0.1",
                           "-p", str(5100 + i), "-mp", str(7000 + 40 * i), "-r", f"{rate / len(voices):.3f}",
                           "-rp", "1000", "-m", str(per), "-l", str(max(10, per)), "-timeout",
-                          f"{int(timeout_s)}s", "-trace_stat", "-trace_rtt", "-trace_counts", "-trace_err",
-                          "-nostdin", f"{host}:{port or '5060'}"], v))  # fmt: skip
+                          f"{int(timeout_s)}s", "-trace_stat", "-trace_rtt", "-rtt_freq", "1", "-trace_counts",
+                          "-trace_err", "-nostdin", f"{host}:{port or '5060'}"], v))  # fmt: skip
     deadline = time.monotonic() + timeout_s + 30
     rcs = []
     for p in uac:

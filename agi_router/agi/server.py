@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from ..exceptions import AGIConnectionClosed, AGIError, AGITimeout
+from .deadline import Deadline
 from .protocol import AGIEnvironment
 from .session import AGISession, read_environment
 
@@ -166,14 +167,24 @@ class AGIServer:
             writer.close()
 
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        cfg = self.config
         peer = writer.get_extra_info("peername")
+        deadline = Deadline()  # one timer for the header and every command of this session
+        try:
+            await self._serve_session(reader, writer, peer, deadline)
+        finally:
+            deadline.close()
+
+    async def _serve_session(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: object, deadline: Deadline
+    ) -> None:
+        cfg = self.config
         try:
             env = await read_environment(
                 reader,
                 timeout=cfg.header_timeout,
                 max_bytes=cfg.header_max_bytes,
                 max_lines=cfg.header_max_lines,
+                deadline=deadline,
             )
         except (AGIConnectionClosed, AGITimeout) as exc:
             self.errors["header_timeout" if isinstance(exc, AGITimeout) else "header_closed"] += 1
@@ -185,10 +196,10 @@ class AGIServer:
             log.warning("bad AGI header from %s: %s; writing the fallback route", peer, exc)
             consumed = getattr(exc, "consumed", True)
             if consumed or await _skip_to_blank_line(reader, timeout=0.5, max_bytes=1 << 20):
-                session = AGISession(reader, writer, AGIEnvironment({}), command_timeout=1.0)
+                session = AGISession(reader, writer, AGIEnvironment({}), command_timeout=1.0, deadline=deadline)
                 await self.fallback.apply(session, "bad_header")
             return
-        session = AGISession(reader, writer, env, command_timeout=cfg.command_timeout)
+        session = AGISession(reader, writer, env, command_timeout=cfg.command_timeout, deadline=deadline)
         if self.active >= cfg.max_sessions:
             self.errors["overload"] += 1
             log.warning("overload: %d sessions active, fallback for %s", self.active, env.uniqueid)

@@ -24,6 +24,7 @@ from ..exceptions import (
     AGITimeout,
     AGIUsageError,
 )
+from .deadline import Deadline
 from .protocol import (
     HANGUP_LINE,
     AGIEnvironment,
@@ -54,17 +55,22 @@ async def _readline(reader: asyncio.StreamReader) -> str:
 
 
 async def read_environment(
-    reader: asyncio.StreamReader, *, timeout: float, max_bytes: int, max_lines: int
+    reader: asyncio.StreamReader,
+    *,
+    timeout: float,
+    max_bytes: int,
+    max_lines: int,
+    deadline: Deadline | None = None,
 ) -> AGIEnvironment:
     """Read the ``agi_*`` block up to its blank line, within ``timeout`` seconds overall.
 
     One ``readuntil`` for the whole block (Asterisk writes it in one go), bounded by
     ``max_bytes``. A client that sends half a header and closes gets :class:`AGIConnectionClosed`
-    at once; one that stalls gets :class:`AGITimeout`; neither blocks the event loop.
+    at once; one that stalls gets :class:`AGITimeout`; neither blocks the event loop. ``deadline``:
+    the session's timer (:class:`~agi_router.agi.deadline.Deadline`), reused by its commands.
     """
     try:
-        async with asyncio.timeout(timeout):
-            block = await reader.readuntil(b"\n\n")
+        block = await (deadline or Deadline()).wait(reader.readuntil(b"\n\n"), timeout)
     except TimeoutError:
         raise AGITimeout(f"AGI environment not complete after {timeout:.3g} s") from None
     except asyncio.IncompleteReadError as exc:
@@ -114,8 +120,10 @@ class AGISession:
         env: AGIEnvironment,
         *,
         command_timeout: float = 5.0,
+        deadline: Deadline | None = None,
     ) -> None:
         self.env = env
+        self._deadline = deadline or Deadline()
         self._reader = reader
         self._writer = writer
         self.command_timeout = command_timeout
@@ -159,25 +167,8 @@ class AGISession:
         data = format_command(name, *args)
         text = name  # for error messages; the arguments may carry personal data
         limit = self.command_timeout if timeout is None else timeout
-        writer = self._writer
         try:
-            async with asyncio.timeout(limit):
-                while self._owed:
-                    try:
-                        await self._read_response(f"(abandoned command before {name})")
-                    except AGICommandError:
-                        pass
-                    self._owed -= 1
-                writer.write(data)
-                self.commands_sent += 1
-                self._owed += 1
-                if writer.transport.get_write_buffer_size() > 65536:
-                    await writer.drain()
-                elif writer.transport.is_closing():
-                    raise ConnectionResetError("transport closed")
-                response = await self._read_response(text)
-                self._owed -= 1
-                return response
+            return await self._deadline.wait(self._exchange(name, data, text), limit)
         except AGICommandError:
             self._owed -= 1
             raise
@@ -185,6 +176,25 @@ class AGISession:
             raise AGITimeout(f"no response to {text!r} within {limit:.3g} s") from None
         except ConnectionError as exc:
             raise AGIConnectionClosed(f"connection lost during {text!r}: {exc}") from None
+
+    async def _exchange(self, name: str, data: bytes, text: str) -> AGIResponse:
+        writer = self._writer
+        while self._owed:
+            try:
+                await self._read_response(f"(abandoned command before {name})")
+            except AGICommandError:
+                pass
+            self._owed -= 1
+        writer.write(data)
+        self.commands_sent += 1
+        self._owed += 1
+        if writer.transport.get_write_buffer_size() > 65536:
+            await writer.drain()
+        elif writer.transport.is_closing():
+            raise ConnectionResetError("transport closed")
+        response = await self._read_response(text)
+        self._owed -= 1
+        return response
 
     async def set_variables(self, variables: Mapping[str, str | int]) -> None:
         """Set several variables, one command each, in order.
@@ -253,6 +263,7 @@ class AGISession:
 
     async def close(self) -> None:
         """Close the socket: Asterisk then continues the dialplan at the next priority."""
+        self._deadline.close()
         if self._writer.is_closing():
             return
         self._writer.close()
