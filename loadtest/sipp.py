@@ -127,13 +127,17 @@ def run(out: Path, asterisk: str, rate: float, calls: int, agents: int, handling
         uas.append(_sipp(["-sf", str(SCENARIOS / "agent.xml"), "-i", "127.0.0.1", "-p", local, "-mp",
                           str(6100 + 20 * n), "-d", str(int(handling_s * 1000)), "-bg", "-trace_stat",
                           "-trace_counts", "-trace_err", "-nostdin"], traces))  # fmt: skip
-    per = max(1, calls // len(voices))
+    rng = random.Random(calls)
+    voices = rng.sample(voices, min(calls, len(voices)))  # a call per voice at least, `calls` in all
+    per = [calls // len(voices) + (i < calls % len(voices)) for i in range(len(voices))]
     uac = []
-    for i, v in enumerate(voices):
-        shutil.copy(out / "callers.csv", v / "callers.csv")
+    callers = (out / "callers.csv").read_text().splitlines()[1:]
+    for i, v in enumerate(voices):  # each instance its own callers: repeat callers stay repeat callers
+        mine = callers[i :: len(voices)] or callers[:1]
+        (v / "callers.csv").write_text("SEQUENTIAL\n" + "\n".join(mine) + "\n")
         uac.append(_sipp(["-sf", str(SCENARIOS / "caller-speaks.xml"), "-inf", "callers.csv", "-i", "127.0.0.1",
                           "-p", str(5100 + i), "-mp", str(7000 + 40 * i), "-r", f"{rate / len(voices):.3f}",
-                          "-rp", "1000", "-m", str(per), "-l", str(max(10, per)), "-timeout",
+                          "-rp", "1000", "-m", str(per[i]), "-l", str(max(10, per[i])), "-timeout",
                           f"{int(timeout_s)}s", "-trace_stat", "-trace_rtt", "-rtt_freq", "1", "-trace_counts",
                           "-trace_err", "-nostdin", f"{host}:{port or '5060'}"], v))  # fmt: skip
     deadline = time.monotonic() + timeout_s + 30

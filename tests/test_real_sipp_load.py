@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -39,11 +40,19 @@ def test_sipp_callers_and_agents_through_the_real_pbx(shipped: Shipped, tmp_path
                          env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert imp.returncode == 0, imp.stderr
     start = len(shipped.ami.events)
-    r = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "loadtest.sipp", "run", str(tmp_path), "--asterisk", f"127.0.0.1:{shipped.ast.sip_port}",
          "--rate", "1", "--calls", "8", "--agents", "2", "--handling-s", "4", "--timeout-s", "150"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        for _ in shipped.ami.messages(1.0):  # the test's AMI client reads only when asked: keep reading
+            pass
+    out, err = proc.communicate(timeout=30)
+    for _ in shipped.ami.messages(3.0):
+        pass
+    r = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     print(r.stdout, r.stderr[-2000:])
     events = shipped.ami.events[start:]
     routes = [e for e in events if e.get("UserEvent") == "RouterRoute"]
