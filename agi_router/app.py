@@ -22,7 +22,8 @@ from .agi.server import AGIServer, AGIServerConfig
 from .ami.client import AMIClient, AMIConfig
 from .audit import AuditLog
 from .callbacks.placer import CallbackPlacer
-from .callbacks.store import CallbackStore
+from .callbacks.redis_store import RedisCallbackStore
+from .callbacks.store import CallbackRecords, CallbackStore
 from .callflow.capture import ChainedCapture, DTMFMenuCapture, DTMFMenuConfig, HintCapture, MotiveCapture
 from .callflow.flow import CallFlow, CallFlowConfig, CallResult, PolicyHolder
 from .callflow.legs import LegRegistry
@@ -191,7 +192,11 @@ def build_router(settings: Settings) -> Router:
     speech = build_speech(settings, catalogue, ami)
     placer: CallbackPlacer | None = None
     if ami is not None and queue_model is not None:
-        store = CallbackStore(settings.path(Path("callbacks.sqlite3")), pseudo.subkey(b"callbacks"))
+        store: CallbackRecords
+        if settings.state.backend == "redis":  # several routers: accepted callbacks outlive the one that took them
+            store = RedisCallbackStore(pseudo.subkey(b"callbacks"), settings.state.redis_url)
+        else:
+            store = CallbackStore(settings.path(Path("callbacks.sqlite3")), pseudo.subkey(b"callbacks"))
         if store.recovered:
             log.warning("%d callback(s) were being placed when the router stopped: pending again", store.recovered)
         placer = CallbackPlacer(store, ami, queue_model.snapshot, lambda now: is_open(policy.current, now))

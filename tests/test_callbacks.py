@@ -12,7 +12,8 @@ import pytest
 from agi_router.agi.server import AGIServer, AGIServerConfig
 from agi_router.ami.client import AMIClient, AMIConfig
 from agi_router.callbacks.placer import CallbackPlacer, PlacerConfig
-from agi_router.callbacks.store import CallbackStore
+from agi_router.callbacks.redis_store import RedisCallbackStore
+from agi_router.callbacks.store import CallbackRecords, CallbackStore
 from agi_router.callflow.capture import HintCapture
 from agi_router.callflow.flow import CallFlow, CallResult, PolicyHolder
 from agi_router.policy.config import Policy
@@ -107,7 +108,7 @@ async def test_offer_accepted_and_declined_in_the_agi_session(
 @dataclass
 class PlacerRig:
     placer: CallbackPlacer
-    store: CallbackStore
+    store: CallbackRecords
     originates: list[dict[str, str]]
     outcome: dict[str, bool]
     snapshot: dict[str, QueueSnapshot]
@@ -116,8 +117,8 @@ class PlacerRig:
     ami: AMIClient
 
 
-@pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[PlacerRig]:
+@pytest.fixture(params=["sqlite", "redis"])
+async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[PlacerRig]:
     fake = FakeAMI()
     originates: list[dict[str, str]] = []
     outcome = {"ok": True}
@@ -143,7 +144,12 @@ async def rig(tmp_path: Path) -> AsyncIterator[PlacerRig]:
     ami = AMIClient(AMIConfig(port=fake.port, secret=fake.secret))
     await ami.start()
     assert await ami.wait_connected(2)
-    store = CallbackStore(tmp_path / "cb.sqlite3", KEY)
+    store: CallbackRecords
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_server")
+        store = RedisCallbackStore(KEY, url, prefix=f"rig:{tmp_path.name}:")
+    else:
+        store = CallbackStore(tmp_path / "cb.sqlite3", KEY)
     snapshot = {"droits": QueueSnapshot("droits", available_agents=1)}
     now = [1000.0]
     opened = [True]

@@ -1,6 +1,8 @@
-"""Callbacks (virtual hold): a durable store of accepted callbacks and the placer that makes them."""
+"""Callbacks (virtual hold): a durable store of accepted callbacks (SQLite for one router, Redis shared by
+several) and the placer that makes them."""
 
 from .placer import CallbackPlacer, PlacerConfig
-from .store import Callback, CallbackStore
+from .redis_store import RedisCallbackStore
+from .store import Callback, CallbackRecords, CallbackStore
 
-__all__ = ["Callback", "CallbackPlacer", "CallbackStore", "PlacerConfig"]
+__all__ = ["Callback", "CallbackPlacer", "CallbackRecords", "CallbackStore", "PlacerConfig", "RedisCallbackStore"]

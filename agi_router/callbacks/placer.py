@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from ..ami.client import AMIClient
 from ..exceptions import AMIError
 from ..policy.model import QueueSnapshot
-from .store import Callback, CallbackStore
+from .store import Callback, CallbackRecords
 
 __all__ = ["CallbackPlacer", "PlacerConfig"]
 
@@ -41,7 +41,7 @@ class PlacerConfig:
 class CallbackPlacer:
     def __init__(
         self,
-        store: CallbackStore,
+        store: CallbackRecords,
         ami: AMIClient,
         queue_state: Callable[[str], QueueSnapshot],
         policy_open: Callable[[datetime], bool],
@@ -95,7 +95,7 @@ class CallbackPlacer:
             if cb.queue not in free:
                 snap = self.queue_state(cb.queue)
                 free[cb.queue] = snap.available_agents if snap.fresh else 0
-            if free[cb.queue] <= 0 or not self.store.mark_placing(cb.id):
+            if free[cb.queue] <= 0 or not self.store.mark_placing(cb.id, now):
                 continue
             free[cb.queue] -= 1
             attempted += 1

@@ -18,11 +18,11 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-__all__ = ["Callback", "CallbackStore"]
+__all__ = ["Callback", "CallbackRecords", "CallbackStore"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS callbacks (
@@ -55,6 +55,23 @@ class Callback:
     attempts: int
     next_attempt_at: float
     last_error: str
+
+
+class CallbackRecords(Protocol):
+    """What the call flow and the placer need of a callback store (SQLite for one router, Redis for
+    several: :mod:`agi_router.callbacks.redis_store`)."""
+
+    recovered: int
+
+    def add(self, *, call_id: str, caller: str, number: str, queue: str, motive: str, now: float) -> int: ...
+    def due(self, now: float, limit: int = 50) -> list[Callback]: ...
+    def get(self, callback_id: int) -> Callback | None: ...
+    def count(self, status: str) -> int: ...
+    def mark_placing(self, callback_id: int, now: float | None = None) -> bool: ...
+    def mark_placed(self, callback_id: int) -> None: ...
+    def mark_failed(self, callback_id: int, error: str, *, retry_at: float | None) -> None: ...
+    def expire(self, older_than: float) -> int: ...
+    def close(self) -> None: ...
 
 
 class CallbackStore:
@@ -130,7 +147,8 @@ class CallbackStore:
         with self._lock:
             return int(self._db.execute("SELECT count(*) FROM callbacks WHERE status=?", (status,)).fetchone()[0])
 
-    def mark_placing(self, callback_id: int) -> bool:
+    def mark_placing(self, callback_id: int, now: float | None = None) -> bool:
+        """Claim a pending callback (``now`` is for stores with leases; one router here)."""
         with self._lock:
             return bool(
                 self._db.execute(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
@@ -24,7 +25,7 @@ from typing import Any
 
 from ..agi.server import FallbackRoute
 from ..agi.session import AGISession
-from ..callbacks.store import CallbackStore
+from ..callbacks.store import CallbackRecords
 from ..directory.base import AccountDirectory
 from ..exceptions import AGIDeadChannel, AGIError, AGIHangup, DirectoryError, StateStoreError
 from ..numbers import is_withheld, normalize_e164
@@ -97,7 +98,7 @@ class CallFlow:
         on_result: Callable[[CallResult], None] | None = None,
         sms: SmsSender | None = None,
         queue_state: Callable[[str], QueueSnapshot] | None = None,
-        callbacks: CallbackStore | None = None,
+        callbacks: CallbackRecords | None = None,
     ) -> None:
         self.policy = policy
         self.directory = directory
@@ -257,14 +258,19 @@ class CallFlow:
         answer = await session.get_data(self.config.callback_offer_prompt, 6000, 1)
         if answer.digits != "1":
             return replace(decision, action=Action.QUEUE, prompts=(), reasons=(*decision.reasons, "callback.declined"))
-        self.callbacks.add(
-            call_id=session.env.uniqueid,
-            caller=caller,
-            number=e164,
-            queue=decision.queue,
-            motive=motive.motive_id or "",
-            now=time.time(),
-        )
+        try:
+            self.callbacks.add(
+                call_id=session.env.uniqueid,
+                caller=caller,
+                number=e164,
+                queue=decision.queue,
+                motive=motive.motive_id or "",
+                now=time.time(),
+            )
+        except (StateStoreError, sqlite3.Error, OSError) as exc:  # not recorded: never promise it
+            log.warning("callback for %s (%s) not recorded: %s; keeps the queue", session.env.uniqueid, caller, exc)
+            reasons = (*decision.reasons, "callback.unavailable")
+            return replace(decision, action=Action.QUEUE, prompts=(), reasons=reasons)
         return replace(
             decision,
             action=Action.CALLBACK,

@@ -1,0 +1,142 @@
+"""Callbacks shared by several routers through Redis (callbacks/redis_store.py), against a real redis-server:
+encrypted at rest, at most one router rings a caller, a router that dies mid-placement hands its callback
+over when its lease runs out, a router that dies after accepting leaves it to a survivor."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from agi_router.callbacks.redis_store import RedisCallbackStore
+from agi_router.exceptions import StateStoreError
+from tests.conftest import _free_port
+
+KEY = b"callback-test-key-0123456789"
+NUMBER = "+33612345678"
+
+
+@pytest.fixture
+def prefix(tmp_path: Path) -> str:
+    return f"t:{tmp_path.name}:"
+
+
+def _router(url: str, prefix: str, **kw: float) -> RedisCallbackStore:
+    return RedisCallbackStore(KEY, url, prefix=prefix, timeout=1.0, **kw)
+
+
+def test_the_number_is_sealed_and_wiped_once_placed(redis_server: str, prefix: str) -> None:
+    a = _router(redis_server, prefix)
+    cid = a.add(call_id="1.1", caller="c-abc", number=NUMBER, queue="droits", motive="m", now=100.0)
+    assert a.add(call_id="1.2", caller="c-abc", number=NUMBER, queue="droits", motive="m", now=101.0) == cid
+    raw = redis.Redis.from_url(redis_server)
+    dump = b"".join(str(raw.hgetall(k)).encode() for k in raw.scan_iter(f"{prefix}*") if raw.type(k) == b"hash")
+    assert b"612345678" not in dump and b"c-abc" in dump
+    assert a.get(cid).number == NUMBER  # type: ignore[union-attr]
+    assert a.mark_placing(cid, 200.0)
+    a.mark_placed(cid)
+    cb = a.get(cid)
+    assert cb is not None and (cb.status, cb.number) == ("placed", "")
+    assert raw.pttl(f"{prefix}cb:{cid}") > 0  # done callbacks are kept for a while, then go
+    # the caller may ask again once the first one is done
+    assert a.add(call_id="1.3", caller="c-abc", number=NUMBER, queue="droits", motive="m", now=300.0) != cid
+
+
+def test_two_routers_never_claim_the_same_callback(redis_server: str, prefix: str) -> None:
+    routers = [_router(redis_server, prefix) for _ in range(4)]
+    ids = [routers[0].add(call_id=str(i), caller=f"c-{i}", number=NUMBER, queue="q", motive="", now=0.0)
+           for i in range(50)]  # fmt: skip
+    won: list[list[int]] = [[] for _ in routers]
+    go = threading.Barrier(len(routers))
+
+    def claim(n: int) -> None:
+        go.wait()
+        for cid in ids:
+            if routers[n].mark_placing(cid, 10.0):
+                won[n].append(cid)
+
+    threads = [threading.Thread(target=claim, args=(n,)) for n in range(len(routers))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    claimed = [c for w in won for c in w]
+    assert sorted(claimed) == sorted(ids)  # every callback claimed exactly once
+    assert routers[1].due(20.0) == [] and routers[1].count("placing") == 50
+
+
+def test_a_router_that_dies_while_placing_hands_over_when_its_lease_ends(redis_server: str, prefix: str) -> None:
+    a, b = _router(redis_server, prefix, lease_s=120.0), _router(redis_server, prefix, lease_s=120.0)
+    cid = a.add(call_id="9.1", caller="c-x", number=NUMBER, queue="droits", motive="", now=1000.0)
+    assert a.mark_placing(cid, 1000.0)
+    a.close()  # router A is killed mid-Originate: it never says placed or failed
+    assert b.due(1100.0) == []  # its lease still runs: B must not ring the caller as well
+    (cb,) = b.due(1121.0)
+    assert (cb.id, cb.status, cb.attempts, cb.number) == (cid, "pending", 1, NUMBER)
+    assert b.mark_placing(cid, 1121.0) and not b.mark_placing(cid, 1121.0)
+
+
+def test_retry_fail_and_expiry_keep_the_indexes_right(redis_server: str, prefix: str) -> None:
+    s = _router(redis_server, prefix)
+    a = s.add(call_id="1", caller="c-a", number="+33611111111", queue="droits", motive="", now=0.0)
+    b = s.add(call_id="2", caller="c-b", number="+33622222222", queue="droits", motive="", now=0.0)
+    assert s.mark_placing(a, 0.0)
+    s.mark_failed(a, "no answer", retry_at=500.0)
+    assert [c.id for c in s.due(100.0)] == [b]
+    assert {c.id for c in s.due(600.0)} == {a, b}
+    assert s.mark_placing(a, 600.0)
+    s.mark_failed(a, "no answer", retry_at=None)
+    assert s.count("failed") == 1 and s.get(a).number == ""  # type: ignore[union-attr]
+    assert s.expire(older_than=10.0) == 1 and s.count("expired") == 1 and s.count("pending") == 0
+
+
+def test_redis_down_is_a_state_store_error_within_the_budget() -> None:
+    s = RedisCallbackStore(KEY, f"redis://127.0.0.1:{_free_port()}/0", timeout=0.2)
+    t0 = time.monotonic()
+    with pytest.raises(StateStoreError, match="callback store \\(Redis\\) could not record a callback"):
+        s.add(call_id="1", caller="c", number=NUMBER, queue="q", motive="", now=0.0)
+    assert time.monotonic() - t0 < 2.0
+
+
+async def test_a_callback_that_cannot_be_recorded_is_never_promised(
+    mini_policy: object, pseudonymizer: object
+) -> None:
+    """Redis down when the caller presses 1: no "we will call you back", the caller keeps the queue."""
+    from datetime import UTC, date, datetime
+
+    from agi_router.agi.server import AGIServer, AGIServerConfig
+    from agi_router.callflow.capture import HintCapture
+    from agi_router.callflow.flow import CallFlow, PolicyHolder
+    from agi_router.policy.model import AccountFacts, QueueSnapshot
+    from agi_router.state.memory import InMemoryCallerMemory
+    from tests.doubles import StubDirectory
+    from tests.fakeasterisk import FakeChannel, run_call
+
+    dead = RedisCallbackStore(KEY, f"redis://127.0.0.1:{_free_port()}/0", timeout=0.1)
+    full = QueueSnapshot("droits", waiting=50, available_agents=0, logged_in_agents=2)
+    flow = CallFlow(
+        policy=PolicyHolder(mini_policy),  # type: ignore[arg-type]
+        directory=StubDirectory(everyone=AccountFacts(True, True, date(2026, 11, 1))),
+        memory=InMemoryCallerMemory(),
+        pseudonymizer=pseudonymizer,  # type: ignore[arg-type]
+        capture=HintCapture(),
+        clock=lambda: datetime(2026, 11, 24, 10, 0, tzinfo=UTC),
+        queue_state=lambda q: full,
+        callbacks=dead,
+    )
+    server = AGIServer({"3646": flow}, AGIServerConfig(port=0))
+    await server.start()
+    try:
+        ch = await run_call("127.0.0.1", server.sockets[0][1], FakeChannel(args=["carte_vitale_perdue"], dtmf=["1"]))
+    finally:
+        await server.close()
+    assert 'GET DATA "router/callback-offer" "6000" "1"' in ch.commands
+    assert (ch.variables["ROUTER_ACTION"], ch.variables["ROUTER_QUEUE"], ch.variables["ROUTER_PROMPTS"]) == (
+        "queue",
+        "droits",
+        "",
+    )
+    assert "callback.unavailable" in ch.variables["ROUTER_REASON"] and ch.variables["ROUTER_DONE"] == "1"
