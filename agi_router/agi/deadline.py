@@ -38,12 +38,12 @@ class Deadline:
         self._task: asyncio.Task[object] | None = None
         self._fired = False
 
-    async def wait(self, aw: Awaitable[T], limit: float) -> T:
-        """Await ``aw``; raise :class:`TimeoutError` if it takes more than ``limit`` seconds."""
+    def arm(self, limit: float) -> int:
+        """Start a wait of at most ``limit`` seconds for the current task; returns the token
+        :meth:`expired` needs. Always pair with :meth:`disarm` (``try``/``finally``)."""
         task = asyncio.current_task()
-        assert task is not None, "Deadline.wait outside a task"
-        loop = self._loop
-        deadline = loop.time() + limit
+        assert task is not None, "Deadline.arm outside a task"
+        deadline = self._loop.time() + limit
         self._deadline = deadline
         self._task = task
         self._fired = False
@@ -51,18 +51,33 @@ class Deadline:
             if self._handle is not None:
                 self._handle.cancel()
             self._when = deadline
-            self._handle = loop.call_at(deadline, self._fire)
-        cancelling = task.cancelling()
+            self._handle = self._loop.call_at(deadline, self._fire)
+        return task.cancelling()
+
+    def expired(self, token: int) -> bool:
+        """On a ``CancelledError`` during the wait: True if this deadline caused it (then it is consumed:
+        raise a timeout error instead), False for an outside cancellation (let it propagate)."""
+        if not self._fired or self._task is None:
+            return False
+        return self._task.uncancel() <= token
+
+    def disarm(self) -> None:
+        """End the wait (the timer handle stays for the next one)."""
+        self._deadline = math.inf
+        self._task = None
+        self._fired = False
+
+    async def wait(self, aw: Awaitable[T], limit: float) -> T:
+        """Await ``aw``; raise :class:`TimeoutError` if it takes more than ``limit`` seconds."""
+        token = self.arm(limit)
         try:
             return await aw
         except asyncio.CancelledError:
-            if self._fired and task.uncancel() <= cancelling:
+            if self.expired(token):
                 raise TimeoutError from None
             raise
         finally:
-            self._deadline = math.inf
-            self._task = None
-            self._fired = False
+            self.disarm()
 
     def _fire(self) -> None:
         self._handle = None

@@ -167,34 +167,37 @@ class AGISession:
         data = format_command(name, *args)
         text = name  # for error messages; the arguments may carry personal data
         limit = self.command_timeout if timeout is None else timeout
+        writer = self._writer
+        deadline = self._deadline
+        token = deadline.arm(limit)  # the session's one timer: no handle scheduled per command
         try:
-            return await self._deadline.wait(self._exchange(name, data, text), limit)
+            while self._owed:
+                try:
+                    await self._read_response(f"(abandoned command before {name})")
+                except AGICommandError:
+                    pass
+                self._owed -= 1
+            writer.write(data)
+            self.commands_sent += 1
+            self._owed += 1
+            if writer.transport.get_write_buffer_size() > 65536:
+                await writer.drain()
+            elif writer.transport.is_closing():
+                raise ConnectionResetError("transport closed")
+            response = await self._read_response(text)
+            self._owed -= 1
+            return response
         except AGICommandError:
             self._owed -= 1
             raise
-        except TimeoutError:
-            raise AGITimeout(f"no response to {text!r} within {limit:.3g} s") from None
+        except asyncio.CancelledError:
+            if deadline.expired(token):
+                raise AGITimeout(f"no response to {text!r} within {limit:.3g} s") from None
+            raise
         except ConnectionError as exc:
             raise AGIConnectionClosed(f"connection lost during {text!r}: {exc}") from None
-
-    async def _exchange(self, name: str, data: bytes, text: str) -> AGIResponse:
-        writer = self._writer
-        while self._owed:
-            try:
-                await self._read_response(f"(abandoned command before {name})")
-            except AGICommandError:
-                pass
-            self._owed -= 1
-        writer.write(data)
-        self.commands_sent += 1
-        self._owed += 1
-        if writer.transport.get_write_buffer_size() > 65536:
-            await writer.drain()
-        elif writer.transport.is_closing():
-            raise ConnectionResetError("transport closed")
-        response = await self._read_response(text)
-        self._owed -= 1
-        return response
+        finally:
+            deadline.disarm()
 
     async def set_variables(self, variables: Mapping[str, str | int]) -> None:
         """Set several variables, one command each, in order.
