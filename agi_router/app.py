@@ -352,8 +352,12 @@ def build_recognizer(settings: Settings) -> WhisperRecognizer | ProcessRecognize
     sp = settings.speech
     model_dir = resolve_model_dir(settings.data_dir, Path(sp.model_dir) if sp.model_dir else None)
     if sp.processes:
-        return ProcessRecognizer(model_dir, processes=sp.processes, beam_size=sp.beam_size, window_s=sp.window_s)
-    return WhisperRecognizer(model_dir, workers=sp.workers, beam_size=sp.beam_size, window_s=sp.window_s)
+        return ProcessRecognizer(
+            model_dir, processes=sp.processes, beam_size=sp.beam_size, window_s=sp.window_s, batch=sp.batch
+        )
+    return WhisperRecognizer(
+        model_dir, workers=sp.workers, beam_size=sp.beam_size, window_s=sp.window_s, batch=sp.batch
+    )
 
 
 def sample_store(settings: Settings) -> SampleStore:

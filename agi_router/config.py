@@ -96,6 +96,7 @@ class SpeechSettings:
     lease_s: float = 2.0  # a capture leg whose lease the router stops renewing ends this long after
     confirm: bool = True  # plausible but unsure: "Vous appelez pour X ?" (yes/no/1/2) instead of re-asking
     processes: int = 0  # 0: decode in `workers` threads of the router; N: in N worker processes
+    batch: int = 4  # utterances of different callers decoded in one pass when they queue up (1: never)
     admit_wait_ms: int = 1500  # a speech round starts only if recognition would answer within this
     confirm_attempts: int = 2
     confirm_no_input_ms: int = 3000
@@ -286,6 +287,7 @@ def load_settings(path: Path | None = None) -> Settings:
         lease_s=sp.float_range("lease_s", 0.5, 30.0, ds.lease_s),
         confirm=sp.get("confirm", bool, ds.confirm),
         processes=sp.int_range("processes", 0, 64, ds.processes),
+        batch=sp.int_range("batch", 1, 16, ds.batch),
         admit_wait_ms=sp.int_range("admit_wait_ms", 100, 60000, ds.admit_wait_ms),
         confirm_attempts=sp.int_range("confirm_attempts", 1, 3, ds.confirm_attempts),
         confirm_no_input_ms=sp.int_range("confirm_no_input_ms", 500, 30000, ds.confirm_no_input_ms),

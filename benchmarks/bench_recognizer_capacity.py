@@ -1,9 +1,11 @@
 """How many utterances per second the recogniser sustains, per configuration (threads vs processes).
 
     .venv/bin/python benchmarks/bench_recognizer_capacity.py [--utterances 80] [--repeats 3]
+        [--configs threads:1,processes:2,threads:1:b4,processes:2:b4]
 
 The product's own recognisers (``WhisperRecognizer`` with N threads, ``ProcessRecognizer`` with N
-processes; Whisper base int8, 6 s window, beam 1) on real human French: 20 fr-CA prompts of Debian's
+processes, ``:bN`` micro-batching up to N callers' utterances per pass; Whisper base int8, 6 s window,
+beam 1) on real human French: 20 fr-CA prompts of Debian's
 asterisk-core-sounds-fr-wav (2-3.4 s, µ-law round trip), all offered at once (closed loop, as many in
 flight as the configuration has decoders plus a queue). Figures: utterances/s (wall), machine CPU per
 utterance (from /proc/stat, so worker processes count), and the p50 / p99 time from submission to text.
@@ -69,7 +71,9 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--utterances", type=int, default=80)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--configs", default="threads:1,threads:2,processes:1,processes:2")
+    ap.add_argument(
+        "--configs", default="threads:1,threads:2,processes:1,processes:2,threads:1:b4,processes:1:b4,processes:2:b4"
+    )
     args = ap.parse_args()
     model = ensure_whisper_base(default_model_dir(ROOT / "var"))
     base = clips()
@@ -77,17 +81,18 @@ def main() -> int:
     hz = os.sysconf("SC_CLK_TCK")
     results: dict[str, list[dict[str, float]]] = {}
     for spec in args.configs.split(","):
-        kind, n = spec.split(":")
+        kind, n, *opt = spec.split(":")
         workers = int(n)
+        batch = int(opt[0].removeprefix("b")) if opt else 1
         if kind == "threads":
-            rec: object = WhisperRecognizer(model, workers=workers)
+            rec: object = WhisperRecognizer(model, workers=workers, batch=batch)
         else:
-            rec = ProcessRecognizer(model, processes=workers)
+            rec = ProcessRecognizer(model, processes=workers, batch=batch)
         asyncio.run(offer(rec, audio[: 2 * workers], workers))  # warm every decoder
         runs = []
         for _ in range(args.repeats):
             c0 = cpu_jiffies()
-            wall, lat = asyncio.run(offer(rec, audio, workers * 4))
+            wall, lat = asyncio.run(offer(rec, audio, workers * max(4, 2 * batch)))
             cpu_s = (cpu_jiffies() - c0) / hz
             runs.append(
                 {

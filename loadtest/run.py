@@ -1,6 +1,7 @@
 """Run a load test against a real ``agi-router serve`` process, with a simulated Asterisk (router-only driver).
 
-    loadtest/run PROFILE [--rate R] [--duration S] [--out DIR] [--processes N] [--workers N] [--model-dir DIR]
+    loadtest/run PROFILE [--rate R] [--duration S] [--out DIR] [--processes N] [--workers N] [--batch N]
+                 [--model-dir DIR]
 
 Profiles (every run is bounded in count and time and stops by itself; everything is on loopback):
 
@@ -186,6 +187,7 @@ class Run:
         speech = [
             f"processes = {self.args.processes}",
             f"workers = {self.args.workers}",
+            f"batch = {self.args.batch}",
             "rtp_port_start = 33000",
             "rtp_port_end = 34000",
         ]
@@ -257,7 +259,8 @@ class Run:
                 else ""
             )
             + f" for {self.profile.duration:g} s; recogniser: "
-            + (f"{args.processes} process(es)" if args.processes else f"{args.workers} thread(s)"),
+            + (f"{args.processes} process(es)" if args.processes else f"{args.workers} thread(s)")
+            + f", batch {args.batch}",
             f"{len(self.records)} calls; audio: espeak-ng motive sentences (SYNTHETIC) + Debian's real fr prompts",
             f"machine: {os.cpu_count()} cores, load average at the end {os.getloadavg()[0]:.2f}",
         ]
@@ -379,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="report folder (default loadtest/reports/PROFILE-DATE)")
     ap.add_argument("--processes", type=int, default=0, help="recogniser worker processes (router [speech] processes)")
     ap.add_argument("--workers", type=int, default=1, help="recogniser threads when --processes is 0")
+    ap.add_argument("--batch", type=int, default=4, help="utterances per recogniser pass (router [speech] batch)")
     ap.add_argument("--model-dir", help="an assembled Whisper model folder (default: assembled on first start)")
     ap.add_argument("--seed", type=int, default=3646)
     ap.add_argument("--silence-s", type=float, default=15.0, help="nothing from the router this long = silence")
@@ -386,6 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if (args.rate is not None and args.rate <= 0) or (args.duration is not None and args.duration <= 0):
         print("loadtest: --rate and --duration must be positive", file=sys.stderr)
+        return 2
+    if not (0 <= args.processes <= 64 and 1 <= args.workers <= 16 and 1 <= args.batch <= 16):
+        print("loadtest: --processes 0..64, --workers 1..16, --batch 1..16 (the router's ranges)", file=sys.stderr)
         return 2
     return asyncio.run(Run(args).main())
 

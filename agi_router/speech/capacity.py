@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .recognizer import SAMPLE_RATE, Transcript, WhisperRecognizer
+from .batching import MicroBatcher
+from .recognizer import SAMPLE_RATE, Transcript, WhisperRecognizer, timed_batch
 
 __all__ = ["PINNED_THREADS", "ProcessRecognizer", "RecognizerLoad"]
 
@@ -44,28 +45,31 @@ PINNED_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 @dataclass
 class RecognizerLoad:
-    """In-flight utterances and the recent decode time of a recogniser with ``workers`` parallel decoders."""
+    """In-flight utterances and the recent decode time of a recogniser with ``workers`` parallel decoders,
+    each decoding up to ``batch`` utterances per pass (:mod:`~agi_router.speech.batching`)."""
 
     workers: int
+    batch: int = 1
     inflight: int = 0
-    decode_s: float = 0.35  # moving average (a cold start assumes a typical utterance)
-    busy_s: float = 0.0  # total decode time: rate(busy_s) / workers is the busy share
+    decode_s: float = 0.35  # moving average of the pass an utterance waited for (a cold start: typical)
+    busy_s: float = 0.0  # total decoder time: rate(busy_s) / workers is the busy share
     decoded: int = 0
     alpha: float = 0.2
 
     def begin(self) -> None:
         self.inflight += 1
 
-    def end(self, decode_s: float | None) -> None:
+    def end(self, decode_s: float | None, share: float = 1.0) -> None:
+        """One utterance done; ``decode_s`` the pass it was in, ``share`` its part of that pass (1/batch)."""
         self.inflight = max(0, self.inflight - 1)
         if decode_s is not None and math.isfinite(decode_s) and decode_s >= 0:
             self.decode_s += self.alpha * (decode_s - self.decode_s)
-            self.busy_s += decode_s
+            self.busy_s += decode_s * share
             self.decoded += 1
 
     def expected_s(self) -> float:
-        """How long a new utterance would take from now: the rounds of decodes ahead of it, then its own."""
-        rounds = math.ceil((self.inflight + 1) / self.workers)
+        """How long a new utterance would take from now: the rounds of passes ahead of it, then its own."""
+        rounds = math.ceil((self.inflight + 1) / (self.workers * self.batch))
         return rounds * self.decode_s
 
 
@@ -75,17 +79,16 @@ _WORKER: WhisperRecognizer | None = None
 
 
 def _init_worker(model_dir: str, beam_size: int, window_s: float, language: str | None, ready: Any) -> None:
+    """Load the model in this worker process, then wait for the others (a barrier)."""
     global _WORKER
     _WORKER = WhisperRecognizer(Path(model_dir), workers=1, cpu_threads=1, beam_size=beam_size, window_s=window_s,
                                 language=language)  # fmt: skip
     ready.wait(120)  # every worker has its model before the first caller is served
 
 
-def _decode_in_worker(samples: Pcm) -> tuple[str, str, float, float, float]:
+def _decode_in_worker(batch: list[Pcm]) -> list[tuple[str, str, float, float, float, float]]:
     assert _WORKER is not None, "worker not initialised"
-    t0 = time.perf_counter()
-    text, language, logprob, no_speech = _WORKER._decode(samples)
-    return text, language, logprob, no_speech, time.perf_counter() - t0
+    return timed_batch(_WORKER, batch)
 
 
 def _ping() -> int:
@@ -106,13 +109,18 @@ class ProcessRecognizer:
         beam_size: int = 1,
         window_s: float = 6.0,
         language: str | None = "fr",
+        batch: int = 1,
     ) -> None:
-        if processes < 1:
-            raise ValueError("processes must be >= 1")
+        if processes < 1 or batch < 1:
+            raise ValueError("processes and batch must be >= 1")
         self.model_dir = Path(model_dir)
         self.workers = processes
         self.language = language
-        self.load = RecognizerLoad(processes)
+        self.batch = batch
+        self.load = RecognizerLoad(processes, batch)
+        self._batcher: MicroBatcher[Pcm, tuple[str, str, float, float, float, float]] = MicroBatcher(
+            self._run_batch, decoders=processes, max_batch=batch
+        )
         saved = {k: os.environ.get(k) for k in (*PINNED_THREADS, "HF_HUB_OFFLINE")}
         os.environ.update({k: "1" for k in PINNED_THREADS} | {"HF_HUB_OFFLINE": "1"})
         ctx = multiprocessing.get_context("spawn")
@@ -125,7 +133,10 @@ class ProcessRecognizer:
                 initargs=(str(self.model_dir), beam_size, window_s, language, ready),
             )
             t0 = time.perf_counter()
-            pids = {f.result() for f in [self._pool.submit(_ping) for _ in range(processes * 2)]}
+            # every worker passes the barrier only once all have loaded the model: the pings return then
+            for f in [self._pool.submit(_ping) for _ in range(processes * 2)]:
+                f.result()
+            pids = set(getattr(self._pool, "_processes", {}) or {})  # which took a ping is a race: ask the pool
             self.load_s = time.perf_counter() - t0
             self.pids = sorted(pids)
         finally:
@@ -143,16 +154,17 @@ class ProcessRecognizer:
         t0 = time.perf_counter()
         if not len(samples):
             return Transcript("", self.language or "", -math.inf, 1.0, 0.0, 0.0)
-        loop = asyncio.get_running_loop()
         self.load.begin()
         decode_s: float | None = None
+        share = 1.0
         try:
-            text, language, logprob, no_speech, decode_s = await loop.run_in_executor(
-                self._pool, _decode_in_worker, samples
-            )
+            text, language, logprob, no_speech, decode_s, share = await self._batcher.submit(samples)
         finally:
-            self.load.end(decode_s)
+            self.load.end(decode_s, share)
         return Transcript(text, language, logprob, no_speech, len(samples) / SAMPLE_RATE, time.perf_counter() - t0)
+
+    async def _run_batch(self, batch: list[Pcm]) -> list[tuple[str, str, float, float, float, float]]:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, _decode_in_worker, batch)
 
     def close(self) -> None:
         self._closed = True

@@ -214,9 +214,10 @@ class WhisperRecognizer:
         window_s: float = 6.0,
         language: str | None = "fr",
         initial_prompt: str | None = None,
+        batch: int = 1,
     ) -> None:
-        if workers < 1 or cpu_threads < 1 or beam_size < 1:
-            raise ValueError("workers, cpu_threads and beam_size must be >= 1")
+        if workers < 1 or cpu_threads < 1 or beam_size < 1 or batch < 1:
+            raise ValueError("workers, cpu_threads, beam_size and batch must be >= 1")
         if not (1 <= window_s <= 30 and float(window_s).is_integer()):
             raise ValueError(f"window_s must be a whole number of seconds from 1 to 30, not {window_s}")
         self.model_dir = Path(model_dir)
@@ -248,9 +249,18 @@ class WhisperRecognizer:
             self._model.encode = _trimmed_encode(self._model.encode, int(self.window_s) * _FRAMES_PER_S)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="whisper")
         self._closed = False
+        from .batching import MicroBatcher
         from .capacity import RecognizerLoad
 
-        self.load = RecognizerLoad(workers)
+        self.batch = batch
+        self.load = RecognizerLoad(workers, batch)
+        self._batcher: MicroBatcher[Pcm, tuple[str, str, float, float, float, float]] = MicroBatcher(
+            self._run_batch, decoders=workers, max_batch=batch
+        )
+
+    async def _run_batch(self, batch: list[Pcm]) -> list[tuple[str, str, float, float, float, float]]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, timed_batch, self, batch)
 
     async def transcribe(self, pcm: Pcm) -> Transcript:
         """Transcribe one utterance (mono int16 at 8000 Hz) in a worker thread."""
@@ -263,21 +273,15 @@ class WhisperRecognizer:
         audio_s = len(samples) / SAMPLE_RATE
         if not len(samples):
             return Transcript("", self.language or "", -math.inf, 1.0, 0.0, 0.0)
-        # Cancelling this coroutine (hang-up) cancels the pool job too if it has not started yet.
-        loop = asyncio.get_running_loop()
+        # Cancelling this coroutine (hang-up) drops the utterance if its pass has not started yet.
         self.load.begin()
         decode_s: float | None = None
+        share = 1.0
         try:
-            text, language, logprob, no_speech, decode_s = await loop.run_in_executor(
-                self._pool, self._timed_decode, samples
-            )
+            text, language, logprob, no_speech, decode_s, share = await self._batcher.submit(samples)
         finally:
-            self.load.end(decode_s)
+            self.load.end(decode_s, share)
         return Transcript(text, language, logprob, no_speech, audio_s, time.perf_counter() - t0)
-
-    def _timed_decode(self, samples: Pcm) -> tuple[str, str, float, float, float]:
-        t0 = time.perf_counter()
-        return (*self._decode(samples), time.perf_counter() - t0)
 
     def transcribe_sync(self, pcm: Pcm) -> Transcript:
         """The same on the calling thread (benchmarks, scripts): never call it from the event loop."""
@@ -316,6 +320,78 @@ class WhisperRecognizer:
             return "", str(info.language), -math.inf, 1.0
         return drop_repeats(" ".join(t for t in texts if t)), str(info.language), logprob_sum / n_tokens, no_speech
 
+    def decode_batch(self, batch: list[Pcm]) -> list[tuple[str, str, float, float]]:
+        """Decode several utterances (of different callers) in one encoder + decoder pass.
+
+        The same steps as :meth:`_decode` for each (faster-whisper's own feature extractor, prompt,
+        suppressed tokens and no-speech rule, greedy decoding, the window trimmed to ``window_s``), done as
+        one batch: the int8 matrix products amortise over the batch (measured ~2x the utterances per CPU
+        second at 4). Utterances longer than one window, and batches of one, take :meth:`_decode`. Each
+        utterance keeps its own token cap: the batch decodes up to the largest and each result is cut to
+        its own (greedy decoding makes the cut one the sequential result).
+        """
+        if len(batch) == 1 or self.beam_size != 1:
+            return [self._decode(x) for x in batch]
+        model = self._model
+        fe = model.feature_extractor
+        frames = int(self.window_s) * _FRAMES_PER_S
+        out: list[tuple[str, str, float, float] | None] = [None] * len(batch)
+        feats, caps, idx = [], [], []
+        for i, samples in enumerate(batch):
+            audio_s = len(samples) / SAMPLE_RATE
+            if audio_s == 0 or audio_s > self.window_s:
+                out[i] = self._decode(samples)
+                continue
+            f = fe(upsample_8k_to_16k(samples), chunk_length=int(self.window_s))
+            content = f.shape[-1] - 1
+            feats.append(_pad_frames(f[:, : min(frames, content)], frames))
+            caps.append(token_cap(audio_s, self.window_s))
+            idx.append(i)
+        if len(feats) == 1:
+            out[idx[0]] = self._decode(batch[idx[0]])
+        elif feats:
+            for i, r in zip(idx, self._generate_batch(np.stack(feats), caps), strict=True):
+                out[i] = r
+        return [r for r in out if r is not None]
+
+    def _generate_batch(self, features: Any, caps: list[int]) -> list[tuple[str, str, float, float]]:
+        from faster_whisper.tokenizer import Tokenizer  # type: ignore[import-untyped]
+        from faster_whisper.transcribe import get_suppressed_tokens  # type: ignore[import-untyped]
+
+        model = self._model
+        language = self.language or "fr"
+        tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language)
+        previous = tokenizer.encode(" " + self.initial_prompt.strip()) if self.initial_prompt else []
+        prompt = model.get_prompt(tokenizer, previous, without_timestamps=True, prefix=None, hotwords=None)
+        encoder_output = model.encode(features)
+        results = model.model.generate(
+            encoder_output,
+            [list(prompt) for _ in caps],
+            length_penalty=1,
+            repetition_penalty=1,
+            no_repeat_ngram_size=0,
+            max_length=len(prompt) + max(caps),
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
+            max_initial_timestamp_index=50,
+            beam_size=1,
+            patience=1,
+        )
+        out = []
+        for result, cap in zip(results, caps, strict=True):
+            tokens = list(result.sequences_ids[0])
+            avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+            tokens = [t for t in tokens[:cap] if t < tokenizer.eot]
+            no_speech = float(result.no_speech_prob)
+            if (no_speech > 0.6 and avg_logprob <= -1.0) or not tokens:  # faster-whisper's silence rule
+                out.append(("", language, -math.inf, 1.0))
+                continue
+            text = tokenizer.decode(tokens).strip()
+            out.append((drop_repeats(text), language, float(avg_logprob), no_speech))
+        return out
+
     async def warmup(self) -> None:
         """Decode one second of faint noise once, so the first caller does not pay for lazy initialisation."""
         noise = np.random.default_rng(0).normal(0, 30, SAMPLE_RATE).astype(np.int16)
@@ -325,6 +401,21 @@ class WhisperRecognizer:
         """Stop the worker threads (waits for a running decode). Further transcribe calls raise."""
         self._closed = True
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def timed_batch(recognizer: WhisperRecognizer, batch: list[Pcm]) -> list[tuple[str, str, float, float, float, float]]:
+    """Decode a batch; each result carries the pass's time and its share of it (1 / batch size)."""
+    t0 = time.perf_counter()
+    results = recognizer.decode_batch(batch)
+    elapsed = time.perf_counter() - t0
+    return [(*r, elapsed, 1.0 / len(batch)) for r in results]
+
+
+def _pad_frames(features: Any, frames: int) -> Any:
+    """Zero-pad (or cut) mel features to ``frames`` along time, as faster-whisper's ``pad_or_trim``."""
+    if features.shape[-1] >= frames:
+        return features[..., :frames]
+    return np.pad(features, [(0, 0)] * (features.ndim - 1) + [(0, frames - features.shape[-1])])
 
 
 def _trimmed_encode(encode: Callable[[Any], Any], frames: int) -> Callable[[Any], Any]:
