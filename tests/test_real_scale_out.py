@@ -132,17 +132,16 @@ def pair(tmp_path: Path, redis_server: str) -> Iterator[Pair]:
         env={**env, "AGI_ROUTER_CONFIG": str(cfgs[0])}, capture_output=True, text=True,
     )  # fmt: skip
     assert setup.returncode == 0, setup.stderr
-    start(ast)
-    ami = AMI(ami_port, secret=secret)
+    ami: AMI | None = None
     try:
+        start(ast)
+        ami = AMI(ami_port, secret=secret)
         deadline = time.monotonic() + 60
         while not all(_healthy(p) for p in metrics_ports):
             assert all(r.poll() is None for r in routers) and time.monotonic() < deadline, "a router did not start"
             time.sleep(0.3)
         yield Pair(ast, ami, routers, agi_ports, metrics_ports, var_dirs)
-    finally:
-        ami.close()
-        ast.stop()
+    finally:  # nothing left running, whatever failed
         for r in routers:
             if r.poll() is None:
                 r.send_signal(signal.SIGTERM)
@@ -150,6 +149,9 @@ def pair(tmp_path: Path, redis_server: str) -> Iterator[Pair]:
                     r.wait(10)
                 except subprocess.TimeoutExpired:
                     r.kill()
+        if ami is not None:
+            ami.close()
+        ast.stop()
 
 
 def test_two_routers_share_the_load_the_caller_memory_and_survive_a_kill(pair: Pair) -> None:
