@@ -15,6 +15,8 @@ grows together (measured through a real Asterisk: end of speech → route from ~
   processes``), each with one CTranslate2 thread and BLAS/OpenMP pools pinned to one thread (they only
   spin otherwise): two processes decode ~2x what one does on two cores, where two threads of one process
   contend for the interpreter between decodes. The model is loaded in each process (≈170 MB each).
+* Both recognisers micro-batch (``[speech] batch``, :mod:`~agi_router.speech.batching`): the load gauge
+  counts ``workers x batch`` utterances per round, and a pass's time once in the busy total.
 """
 
 from __future__ import annotations
