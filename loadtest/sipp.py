@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import date
 from pathlib import Path
 
@@ -37,7 +38,10 @@ import numpy as np
 
 from agi_router.media.g711 import ulaw_encode
 
+from .observe import AmiWatch, MetricsWatch, histogram_quantile
 from .population import MENU, Population
+from .report import SLO, write_report
+from .sim import CallerPlan, CallRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "loadtest" / "scenarios"
@@ -86,14 +90,17 @@ def prepare(out: Path, calls: int, seed: int = 3646) -> dict[str, float]:
         w = csv.writer(f, delimiter=";", lineterminator="\n")
         for i in range(calls):
             plan = pop.next_call(float(i))
-            number = plan.number or pop.numbers[i % len(pop.numbers)]  # SIP callers show a number
+            number = plan.number or "anonymous"  # withheld: Asterisk's CALLERID(num) is "anonymous"
             skill, motive, _ = r.choice(MENU)
-            if plan.kind == "person":
-                w.writerow([number, r.randint(600, 1500), 3000, "0", "", 30000])
-            elif plan.kind in ("silent", "hangup"):
-                w.writerow([number, 60000, 0, "", "", 1000])  # says nothing, hangs up after a minute
+            tail = [plan.kind, plan.account]  # fields 6-7: not used by SIPp, read by the report
+            if plan.kind == "person":  # says "conseiller"... in DTMF: 0 at the first menu
+                w.writerow([number, r.randint(600, 1500), 3000, "0", "", 30000, *tail])
+            elif plan.kind == "silent":  # says nothing, types nothing, hangs up after a minute
+                w.writerow([number, 60000, 0, "", "", 1000, *tail])
+            elif plan.kind == "hangup":  # hangs up during the welcome, ~3 s after the answer
+                w.writerow([number, 500, 0, "", "", 0, *tail])
             else:
-                w.writerow([number, r.randint(500, 1200), 12000, skill, motive, r.randint(20000, 60000)])
+                w.writerow([number, r.randint(500, 1200), 12000, skill, motive, r.randint(20000, 60000), *tail])
     return voices
 
 
@@ -101,7 +108,16 @@ def _sipp(args: list[str], cwd: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(["sipp", *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def run(out: Path, asterisk: str, rate: float, calls: int, agents: int, handling_s: float, timeout_s: float) -> int:
+def run(
+    out: Path,
+    asterisk: str,
+    rate: float,
+    calls: int,
+    agents: int,
+    handling_s: float,
+    timeout_s: float,
+    report: Path | None = None,
+) -> int:
     if shutil.which("sipp") is None:
         print("loadtest: sipp not found (Debian package sip-tester)", file=sys.stderr)
         return 2
@@ -130,6 +146,8 @@ def run(out: Path, asterisk: str, rate: float, calls: int, agents: int, handling
     rng = random.Random(calls)
     voices = rng.sample(voices, min(calls, len(voices)))  # a call per voice at least, `calls` in all
     per = [calls // len(voices) + (i < calls % len(voices)) for i in range(len(voices))]
+    ami, metrics = _watchers() if report is not None else (None, None)
+    t0 = time.monotonic()
     uac = []
     callers = (out / "callers.csv").read_text().splitlines()[1:]
     for i, v in enumerate(voices):  # each instance its own callers: repeat callers stay repeat callers
@@ -153,7 +171,80 @@ def run(out: Path, asterisk: str, rate: float, calls: int, agents: int, handling
         p.wait(5)
     ok, failed = _totals(voices)
     print(f"SIPp callers: {ok} successful, {failed} failed, exit codes {rcs}; traces under {out}")
-    return 0 if failed == 0 and all(rc == 0 for rc in rcs) else 1
+    sipp_ok = failed == 0 and all(rc == 0 for rc in rcs)
+    if report is None or ami is None or metrics is None:
+        return 0 if sipp_ok else 1
+    time.sleep(3)  # the last hang-ups reach AMI
+    ami.stop()
+    metrics.stop()
+    passed = _report(report, out, voices, ami, metrics, t0, rate, calls, agents)
+    return 0 if sipp_ok and passed else 1
+
+
+def _watchers() -> tuple[AmiWatch, MetricsWatch]:
+    """AMI and /metrics of the router whose settings are in $AGI_ROUTER_CONFIG (else the defaults)."""
+    from agi_router.asterisk_setup import ami_secret
+    from agi_router.config import load_settings
+
+    settings = load_settings()
+    ami = AmiWatch(settings.ami.host, settings.ami.port, settings.ami.username, ami_secret(settings))
+    ami.start()
+    ami.ready.wait(5)
+    metrics = MetricsWatch(f"http://{settings.metrics.host}:{settings.metrics.port}/metrics")
+    metrics.start()
+    return ami, metrics
+
+
+def _report(
+    report: Path, out: Path, voices: list[Path], ami: AmiWatch, metrics: MetricsWatch, t0: float,
+    rate: float, calls: int, agents: int,
+) -> bool:  # fmt: skip
+    """The router-only driver's report, from what AMI, the router's /metrics and SIPp saw."""
+    who: dict[str, tuple[str, str]] = {}  # number -> (kind, account) of its first call
+    for line in (out / "callers.csv").read_text().splitlines()[1:]:
+        f = line.split(";")
+        if len(f) >= 8:
+            who.setdefault(f[0], (f[6], f[7]))
+    records = []
+    for ch in ami.snapshot():
+        kind, account = who.get(ch.number, ("?", "?"))
+        plan = CallerPlan(ch.number if ch.number != "anonymous" else "", kind, account=account)
+        rec = CallRecord(ch.uniqueid, plan, ch.started, connected_at=ch.started, ended_at=ch.ended)
+        rec.variables = {f"ROUTER_{k.upper()}": v for k, v in ch.route.items() if k in ("Rule", "Action", "Queue")}
+        rec.route_at = ch.routed_at if ch.route.get("Done") == "1" else None
+        if ch.ended is None:
+            rec.failure = "never_ended"
+        elif not ch.route and ch.ended - ch.started >= 45 and kind != "silent":
+            rec.failure = "no_route"  # answered, never routed, hung up by the caller at last: left waiting
+        records.append(rec)
+    sipp_failed = Counter[str]()
+    for v in voices:
+        for stat in v.glob("caller-speaks_*_.csv"):
+            rows = list(csv.DictReader(stat.read_text().splitlines(), delimiter=";"))
+            for k, val in (rows[-1] if rows else {}).items():
+                if k.startswith("Failed") and k.endswith("(C)") and val not in ("", "0"):
+                    sipp_failed[k.removesuffix("(C)")] += int(val)
+    for reason, n in sipp_failed.items():
+        if reason != "FailedCall":
+            records.extend(_failed_record(reason, t0) for _ in range(n))
+    p99 = histogram_quantile(metrics.first, metrics.last, "agi_router_speech_to_route_seconds", 0.99)
+    notes = [
+        f"SIPp through a real Asterisk: {calls} calls at {rate:g} calls/s, {agents} SIPp agents; "
+        f"{len(voices)} voices (espeak-ng SYNTHETIC and Debian's real fr prompts)",
+        f"{len(records)} caller channels seen on AMI; {sum(c.answered_by_agent for c in ami.snapshot())} "
+        "answered by an agent",
+        "end of speech -> route: the router's own histogram between the first and the last scrape",
+        *(f"could not watch: {e}" for e in (ami.error, metrics.error) if e),
+    ]
+    verdict = write_report(report, "sipp", records, metrics.samples, t0, SLO(), notes, p99_override_s=p99)
+    print(f"report: {report / 'report.md'} ({'PASSED' if verdict.passed else 'FAILED: ' + '; '.join(verdict.reasons)})")
+    return verdict.passed
+
+
+def _failed_record(reason: str, t0: float) -> CallRecord:
+    rec = CallRecord("sipp-failed", CallerPlan("", "?"), t0, ended_at=t0)
+    rec.failure = "sipp_" + reason.removeprefix("Failed").lower()
+    return rec
 
 
 def _totals(voices: list[Path]) -> tuple[int, int]:
@@ -181,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     ru.add_argument("--agents", type=int, default=3)
     ru.add_argument("--handling-s", type=float, default=30.0)
     ru.add_argument("--timeout-s", type=float, default=300.0)
+    ru.add_argument("--report", type=Path, help="write the load-test report here (AMI + the router's /metrics, "
+                    "located by $AGI_ROUTER_CONFIG)")  # fmt: skip
     a = ap.parse_args(argv)
     if a.cmd == "prepare":
         voices = prepare(a.dir, a.calls)
@@ -189,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.rate <= 0 or a.calls <= 0 or not 1 <= a.agents <= 9:
         print("loadtest: --rate and --calls must be positive, --agents 1..9", file=sys.stderr)
         return 2
-    return run(a.dir, a.asterisk, a.rate, a.calls, a.agents, a.handling_s, a.timeout_s)
+    return run(a.dir, a.asterisk, a.rate, a.calls, a.agents, a.handling_s, a.timeout_s, a.report)
 
 
 if __name__ == "__main__":

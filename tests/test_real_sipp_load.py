@@ -8,6 +8,7 @@ type DTMF (RFC 4733) or stay silent. Skipped, with the reason, without AGI_ROUTE
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -42,8 +43,9 @@ def test_sipp_callers_and_agents_through_the_real_pbx(shipped: Shipped, tmp_path
     start = len(shipped.ami.events)
     proc = subprocess.Popen(
         [sys.executable, "-m", "loadtest.sipp", "run", str(tmp_path), "--asterisk", f"127.0.0.1:{shipped.ast.sip_port}",
-         "--rate", "1", "--calls", "8", "--agents", "2", "--handling-s", "4", "--timeout-s", "150"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+         "--rate", "1", "--calls", "8", "--agents", "2", "--handling-s", "4", "--timeout-s", "150",
+         "--report", str(tmp_path / "report")],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < deadline:
@@ -58,6 +60,17 @@ def test_sipp_callers_and_agents_through_the_real_pbx(shipped: Shipped, tmp_path
     routes = [e for e in events if e.get("UserEvent") == "RouterRoute"]
     connects = [e for e in events if e.get("Event") == "AgentConnect"]
     print(f"{len(routes)} routed, {len(connects)} answered by an agent; rules {[e.get('Rule') for e in routes]}")
-    assert r.returncode == 0, r.stdout + r.stderr[-2000:]
-    assert len(routes) >= 8 and all(e.get("Done") == "1" for e in routes)
+    kinds = [line.split(";")[6] for line in (tmp_path / "callers.csv").read_text().splitlines()[1:9]]
+    stay = sum(k != "hangup" for k in kinds)  # who hangs up during the welcome is not routed: the dialplan stops
+    assert len(routes) == stay and all(e.get("Done") == "1" for e in routes), kinds
     assert connects, "no queue call was answered by a SIPp agent"
+    # the same report as the router-only driver, from AMI, the router's /metrics and SIPp's statistics
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    print(f"report: {summary['reasons']}, {summary['speech_to_route_ms']}, rules {summary['rules']}")
+    assert r.returncode == (0 if summary["passed"] else 1), r.stdout + r.stderr[-2000:]
+    assert [x for x in summary["reasons"] if not x.startswith("p99 ")] == []  # latency: reported, not asserted
+    assert summary["calls"] == 8 and summary["failed"] == {}, summary
+    assert sum(n for rule, n in summary["rules"].items() if rule != "-") == len(routes)
+    assert summary["rss_mb"]["last"] > 50 and summary["fds"]["last"] > 5  # the router's own process figures
+    for png in ("calls", "concurrent", "failures", "recognizer", "process", "outcomes"):
+        assert (tmp_path / "report" / f"{png}.png").stat().st_size > 5000, png
