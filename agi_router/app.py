@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import subprocess
 import threading
 import wave
@@ -33,6 +34,7 @@ from .directory.base import AccountDirectory
 from .directory.http import HTTPDirectory
 from .directory.sqlite import SQLiteDirectory
 from .exceptions import ConfigError, DirectoryError
+from .listen import bind_listener
 from .media.rtp import PortPool
 from .metrics import MetricsServer, RouterMetrics, TimedDirectory, TimedMemory, TimedSms
 from .motives.catalogue import Catalogue
@@ -494,18 +496,58 @@ def _load_prompt(path: Path) -> npt.NDArray[np.int16] | None:
 
 
 async def run(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
-    router = build_router(settings)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # what fails in a second is checked before what takes ten (the model): the ports, the data directory
+    agi_sock = bind_listener(settings.agi.host, settings.agi.port, what="FastAGI", key="agi.port")
+    metrics_sock = None
+    try:
+        if settings.metrics.enabled:
+            metrics_sock = bind_listener(
+                settings.metrics.host, settings.metrics.port, what="metrics (/metrics, /healthz)", key="metrics.port"
+            )
+        check_data_dir(settings.data_dir)
+        router = build_router(settings)
+    except BaseException:
+        agi_sock.close()
+        if metrics_sock is not None:
+            metrics_sock.close()
+        raise
+    await _serve(settings, router, agi_sock, metrics_sock, ready)
+
+
+def check_data_dir(path: Path) -> None:
+    """The data directory exists (created if needed) and takes files, or ConfigError saying which and why."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"the data directory {path} is not usable: {exc.strerror or exc}; create it writable for this user, "
+            "or set data_dir",
+            key="data_dir",
+        ) from None
+
+
+async def _serve(
+    settings: Settings,
+    router: Router,
+    agi_sock: socket.socket,
+    metrics_sock: socket.socket | None,
+    ready: asyncio.Event | None,
+) -> None:
     if router.ami is not None:
         await router.ami.start()  # connects in the background, for ever; routing never waits for it
     if router.callbacks is not None:
         router.callbacks.start()
     sweeper = asyncio.create_task(_sweep(router.outcomes)) if router.outcomes is not None else None
-    await router.server.start()
+    await router.server.start(agi_sock)
     http: MetricsServer | None = None
-    if settings.metrics.enabled and router.metrics is not None:
+    if metrics_sock is not None and router.metrics is not None:
         http = MetricsServer(router.metrics, settings.metrics.host, settings.metrics.port, health=router.health)
-        await http.start()
+        await http.start(metrics_sock)
+    elif metrics_sock is not None:
+        metrics_sock.close()
     log.info(
         "agi-router ready: policy %s, catalogue %s (%d motives), state=%s, directory=%s",
         router.policy.current.label,

@@ -21,6 +21,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from . import __version__
 from .config import Settings, load_settings
 from .exceptions import ConfigError, DirectoryImportError, NumberFormatError
 from .logs import setup_logging
@@ -31,21 +32,22 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="agi-router", description="FastAGI call router for the 3646 hotline")
     p.add_argument("--config", type=Path, help="settings file (default: $AGI_ROUTER_CONFIG, else built-in defaults)")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p.add_argument("--version", action="version", version=f"agi-router {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     s = sub.add_parser("serve", help="run the FastAGI router")
     s.add_argument("--host", help="override agi.host")
     s.add_argument("--port", type=int, help="override agi.port")
     d = sub.add_parser("directory", help="account directory tools")
-    dsub = d.add_subparsers(dest="dcmd", required=True)
+    dsub = d.add_subparsers(dest="dcmd", required=True, metavar="ACTION")
     imp = dsub.add_parser("import", help="import a CSV (number,last_login,flags); all rows or none")
     imp.add_argument("file", type=Path)
     imp.add_argument("--replace", action="store_true", help="replace the whole directory instead of merging")
     pol = sub.add_parser("policy", help="policy tools")
-    psub = pol.add_subparsers(dest="pcmd", required=True)
+    psub = pol.add_subparsers(dest="pcmd", required=True, metavar="ACTION")
     chk = psub.add_parser("check", help="validate a policy file (default: the configured one)")
     chk.add_argument("file", type=Path, nargs="?")
     mo = sub.add_parser("motive", help="the motive classifier")
-    mosub = mo.add_subparsers(dest="mocmd", required=True)
+    mosub = mo.add_subparsers(dest="mocmd", required=True, metavar="ACTION")
     cl = mosub.add_parser(
         "classify",
         help="read transcripts (one per line) and print one JSON line each: level, motive, queue, several "
@@ -53,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     cl.add_argument("file", nargs="?", default="-", help="a UTF-8 text file, or - for standard input (default)")
     sp = sub.add_parser("speech", help="measure recognition on your own calls")
-    spsub = sp.add_subparsers(dest="spcmd", required=True)
+    spsub = sp.add_subparsers(dest="spcmd", required=True, metavar="ACTION")
     lab = spsub.add_parser("label", help="label the sampled capture audio (appends to DIR/labels.tsv)")
     lab.add_argument("dir", type=Path, nargs="?", help="default: the [sampling] folder")
     lab.add_argument("--player", help="command to play each sample's WAV, e.g. 'play -q' (sox) or 'aplay -q'")
@@ -65,14 +67,14 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("dir", type=Path)
     ev.add_argument("--json", type=Path, help="also write the full report (per file) to this file")
     pr = sub.add_parser("prompts", help="French prompts for Asterisk")
-    prsub = pr.add_subparsers(dest="prcmd", required=True)
+    prsub = pr.add_subparsers(dest="prcmd", required=True, metavar="ACTION")
     prsub.add_parser("list", help="print every prompt id and its text (tab-separated)")
     prb = prsub.add_parser("build", help="speak every prompt (espeak-ng + sox) into DIR/router/*.wav, 8 kHz")
     prb.add_argument("dir", type=Path)
     prb.add_argument("--voice", default="fr+f2")
     prb.add_argument("--only-missing", action="store_true")
     ast = sub.add_parser("asterisk", help="install the Asterisk side (configuration, shared AMI secret, prompts)")
-    astsub = ast.add_subparsers(dest="astcmd", required=True)
+    astsub = ast.add_subparsers(dest="astcmd", required=True, metavar="ACTION")
     setup = astsub.add_parser(
         "setup",
         help="copy asterisk/*.conf and the router's AMI secret into --etc, the prompts into --sounds "
@@ -83,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     setup.add_argument("--voice", default="fr+f2")
     setup.add_argument("--rebuild-prompts", action="store_true", help="speak every prompt again")
     au = sub.add_parser("audit", help="the per-call audit trail")
-    ausub = au.add_subparsers(dest="aucmd", required=True)
+    ausub = au.add_subparsers(dest="aucmd", required=True, metavar="ACTION")
     ex = ausub.add_parser("explain", help="why a call went where it went")
     ex.add_argument("call_id", help="Asterisk's Uniqueid of the call")
     ps = sub.add_parser("pseudonym", help="print the pseudonym of a number (to find a caller in logs)")

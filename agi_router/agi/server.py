@@ -120,15 +120,21 @@ class AGIServer:
             return ()
         return tuple(s.getsockname()[:2] for s in self._server.sockets)
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._on_connect,
-            self.config.host,
-            self.config.port,
-            limit=self.config.stream_limit,
-            backlog=self.config.backlog,
-            reuse_address=True,
-        )
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Listen on the configured address, or on ``sock`` already bound (``agi_router.listen``)."""
+        if sock is not None:
+            self._server = await asyncio.start_server(
+                self._on_connect, sock=sock, limit=self.config.stream_limit, backlog=self.config.backlog
+            )
+        else:
+            self._server = await asyncio.start_server(
+                self._on_connect,
+                self.config.host,
+                self.config.port,
+                limit=self.config.stream_limit,
+                backlog=self.config.backlog,
+                reuse_address=True,
+            )
         log.info("FastAGI listening on %s", ", ".join(f"{h}:{p}" for h, p in self.sockets))
 
     async def serve_forever(self) -> None:

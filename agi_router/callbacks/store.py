@@ -22,6 +22,8 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ..exceptions import ConfigError
+
 __all__ = ["Callback", "CallbackRecords", "CallbackStore"]
 
 _SCHEMA = """
@@ -77,13 +79,19 @@ class CallbackRecords(Protocol):
 class CallbackStore:
     def __init__(self, path: Path, key: bytes) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._aead = AESGCM(hmac.new(key, b"agi-router callbacks v1", hashlib.sha256).digest())
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=5.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # an accepted callback must survive a crash
-        self._db.executescript(_SCHEMA)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=5.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # an accepted callback must survive a crash
+            self._db.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise ConfigError(
+                f"cannot open the callback store: {exc}; it must be a writable SQLite file in a writable folder",
+                file=str(self.path),
+            ) from None
         with self._lock:
             self.recovered = self._db.execute("UPDATE callbacks SET status='pending' WHERE status='placing'").rowcount
 

@@ -43,11 +43,18 @@ def key_fingerprint(pseudonymizer: Pseudonymizer) -> str:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5.0)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.executescript(_SCHEMA)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5.0)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(_SCHEMA)
+    except (sqlite3.Error, OSError) as exc:
+        raise ConfigError(
+            f"cannot open the directory database: {exc}; it must be a writable SQLite file in a writable folder "
+            "(or set [directory] sqlite_path)",
+            file=str(path),
+        ) from None
     return conn
 
 

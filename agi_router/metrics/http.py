@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -53,10 +54,14 @@ class MetricsServer:
         host, port = self._server.sockets[0].getsockname()[:2]
         return host, port
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._on_connect, self.host, self.port, limit=self.head_max_bytes, reuse_address=True
-        )
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Listen on host:port, or on ``sock`` already bound (``agi_router.listen``)."""
+        if sock is not None:
+            self._server = await asyncio.start_server(self._on_connect, sock=sock, limit=self.head_max_bytes)
+        else:
+            self._server = await asyncio.start_server(
+                self._on_connect, self.host, self.port, limit=self.head_max_bytes, reuse_address=True
+            )
         log.info("metrics on http://%s:%d/metrics", *self.address)
 
     async def close(self) -> None:

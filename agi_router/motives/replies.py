@@ -34,6 +34,8 @@ _YES = re.compile(
     r"absolument|affirmatif|bien sur|effectivement|parfaitement|voila|d accord|oui oui|yes|correct|"
     r"c est cela|en effet|tout a fait ca)\b"
 )
+
+
 def reply_of_text(text: str) -> Reply:
     """Yes / no / a person from a transcript; :attr:`Reply.UNKNOWN` when unsure."""
     if asks_for_person(text):
