@@ -201,6 +201,9 @@ async def test_unknown_motive_hint_goes_to_a_human(make_harness: Callable[..., o
     ch = await h.call(FakeChannel(args=["carte-vitale!!"]))
     assert ch.variables["ROUTER_QUEUE"] == "accueil"
     assert "motive.unknown_id" in ch.variables["ROUTER_REASON"]
+    free_text = await h.call(FakeChannel(args=["ma carte vitale"]))
+    # free text goes no further than the decision: a closed value back to the dialplan (and the metrics)
+    assert (ch.variables["ROUTER_MOTIVE"], free_text.variables["ROUTER_MOTIVE"]) == ("unknown", "unknown")
 
 
 async def test_caller_hangs_up_mid_menu(make_harness: Callable[..., object]) -> None:

@@ -155,6 +155,7 @@ def test_human_paths(mini_policy: Policy, motive_facts: MotiveFacts, rule: str) 
 def test_unknown_motive_id_is_flagged(mini_policy: Policy) -> None:
     d = decide(mini_policy, facts(motive_facts=MotiveFacts("no_such_motive", 1.0, "variable")))
     assert "motive.unknown_id" in d.reasons
+    assert d.motive_id == "unknown"  # a closed value: it becomes a metric label and ROUTER_MOTIVE
 
 
 def test_low_confidence_is_not_deflected(mini_policy: Policy) -> None:

@@ -92,6 +92,9 @@ def _saturated(policy: Policy, snap: QueueSnapshot | None) -> bool:
     return snap.available_agents == 0 and snap.estimated_wait_s >= policy.saturation_max_wait_s
 
 
+UNKNOWN_MOTIVE = "unknown"
+
+
 def decide(policy: Policy, facts: CallFacts) -> Decision:
     local_now = facts.now.astimezone(policy.timezone)
     today = local_now.date()
@@ -99,6 +102,9 @@ def decide(policy: Policy, facts: CallFacts) -> Decision:
     motive = facts.motive
     mid = motive.motive_id
     entry = policy.catalogue.get(mid) if mid else None
+    # an id the catalogue does not know (free text from the dialplan...) goes no further than this: the
+    # decision, ROUTER_MOTIVE and the metric labels say "unknown", a closed value
+    known_mid = mid if entry is not None else (UNKNOWN_MOTIVE if mid else None)
     queue = policy.queue_for(mid)
     reasons: list[str] = [f"segment.{segment.value}"]
 
@@ -117,7 +123,7 @@ def decide(policy: Policy, facts: CallFacts) -> Decision:
             reasons=(*reasons, rule),
             policy_version=policy.label,
             segment=segment,
-            motive_id=mid,
+            motive_id=known_mid,
             **defaults,  # type: ignore[arg-type]
         )
 
