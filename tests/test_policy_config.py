@@ -52,7 +52,13 @@ def mutate(old: str, new: str) -> str:
             "hours.holidays[0]",
             "ISO date",
         ),
-        (mutate("memory_hours = 24", "memory_hours = 24\n[extra]\nx = 1"), None, "unknown key(s): extra"),
+        (mutate("memory_hours = 24", "memory_hours = 24\n[extra]\nx = 1"), None, "unknown section(s) [extra]"),
+        # a misspelt section is named as such, not as a missing key of the section it was meant to be
+        (mutate("[hours]", "[hour]"), None, "unknown section(s) [hour]; the sections are [policy]"),
+        # removing [hours] or [saturation] would silently open the line 24/7 or drop the saturation rule
+        (BASE.split("[hours]")[0] + "[saturation]" + BASE.split("[saturation]")[1], None,
+         "section [hours] is missing: write it out, even to turn it off (enabled = false: the line is open 24/7)"),
+        (BASE.split("[saturation]")[0], None, "section [saturation] is missing"),
         (mutate("[queues]", '[queues]\nmap = { nope = "q" }'), "queues.map.nope", "unknown skill"),
         ("this is = = not toml", None, "not valid TOML"),
     ],

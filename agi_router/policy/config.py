@@ -120,6 +120,18 @@ class _Reader(_BaseReader):
     error_class = PolicyError
 
 
+SECTIONS = ("policy", "account", "deflection", "repeat", "queues", "human", "multi", "hours", "saturation")
+#: sections without which a policy would silently behave otherwise than its author may think
+REQUIRED_SECTIONS = {
+    "policy": "id and version",
+    "deflection": "enabled = false: nobody is deflected",
+    "repeat": "hangup_enabled = false, priority_enabled = false",
+    "queues": "default = the reception queue",
+    "hours": "enabled = false: the line is open 24/7",
+    "saturation": "enabled = false: no dissuasion, no callback offer",
+}
+
+
 def _table(root: _Reader, key: str) -> _Reader:
     return root.table(key)
 
@@ -132,6 +144,22 @@ def parse_policy(text: str, *, file: str = "<policy>", catalogue: Catalogue | No
         raise PolicyError(f"not valid TOML: {exc}", file=file) from None
     catalogue = catalogue or Catalogue.load()
     root = _Reader(data, "", file)
+    # sections first: a misspelt one is "unknown", not a missing key of the section it was meant to be;
+    # those that change who is hung up on or when the line is open must be written out, even to say "off"
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise PolicyError(
+            f"unknown section(s) {', '.join(f'[{u}]' for u in unknown)}; the sections are "
+            f"{', '.join(f'[{k}]' for k in SECTIONS)}",
+            file=file,
+        )
+    for section in REQUIRED_SECTIONS:
+        if not isinstance(data.get(section), dict):
+            raise PolicyError(
+                f"section [{section}] is missing: write it out, even to turn it off "
+                f"({REQUIRED_SECTIONS[section]})",
+                file=file,
+            )
 
     p = _table(root, "policy")
     pid = p.get("id", str)
