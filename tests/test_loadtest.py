@@ -34,7 +34,8 @@ def test_smoke_profile_against_a_live_router(tmp_path: Path, whisper_dir: Path) 
     assert [r for r in summary["reasons"] if not r.startswith("p99 ")] == [], summary["reasons"]
     assert summary["calls"] >= 8 and summary["failed"] == {}
     assert sum(summary["rules"].values()) >= 6  # routed calls (early hang-ups have no route)
-    assert "PASSED" in (out / "report.md").read_text()
+    heading = f"# Load test `smoke`: {'PASSED' if summary['passed'] else 'FAILED'}"
+    assert (out / "report.md").read_text().startswith(heading)
     for png in ("calls", "concurrent", "failures", "speech_to_route", "recognizer", "process", "outcomes"):
         assert (out / f"{png}.png").stat().st_size > 5000, png
     assert "offered" in r.stderr and "report:" in r.stderr  # the live progress line and where the report is
