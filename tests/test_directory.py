@@ -120,6 +120,27 @@ def test_other_key_is_refused(tmp_path: Path, pseudonymizer: Pseudonymizer) -> N
         SQLiteDirectory(db, Pseudonymizer(b"another-key-0123456789"))
 
 
+async def test_a_new_key_takes_over_with_replace_and_only_with_it(tmp_path: Path, pseudonymizer: Pseudonymizer) -> None:
+    """The refusal's advice leads somewhere: --replace re-imports under the new key; a plain import cannot mix
+    two pseudonym spaces."""
+    db = tmp_path / "d.sqlite3"
+    csv_file = write(tmp_path, GOOD)
+    import_csv(csv_file, db, pseudonymizer)
+    new = Pseudonymizer(b"another-key-0123456789")
+    with pytest.raises(ConfigError, match=r"import --replace FILE"):
+        import_csv(csv_file, db, new)
+    report = import_csv(csv_file, db, new, replace=True)
+    assert report.replaced and report.rows >= 1
+    d = SQLiteDirectory(db, new)  # the router with the new key opens it and finds the caller
+    try:
+        facts = await d.lookup("+33612345678", new.of_e164("+33612345678"))
+    finally:
+        await d.close()
+    assert facts.known and facts.exists and facts.last_login is not None
+    with pytest.raises(ConfigError, match="another pseudonymisation key"):
+        SQLiteDirectory(db, pseudonymizer)  # and the old key no longer matches
+
+
 def test_cli_import(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGI_ROUTER_DATA_DIR", str(tmp_path / "var"))
     monkeypatch.delenv("AGI_ROUTER_CONFIG", raising=False)

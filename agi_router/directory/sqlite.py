@@ -64,7 +64,9 @@ def _check_key(conn: sqlite3.Connection, fingerprint: str, path: Path) -> None:
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('key_fingerprint', ?)", (fingerprint,))
     elif row[0] != fingerprint:
         raise ConfigError(
-            "this directory was imported with another pseudonymisation key; re-import it or use that key",
+            "this directory was imported with another pseudonymisation key: import the CSV again with "
+            "`agi-router directory import --replace FILE` (every row then comes from that file, under this key), "
+            "or run the router with the key it was imported with",
             file=str(path),
         )
 
@@ -181,11 +183,17 @@ def import_csv(csv_path: Path, db_path: Path, pseudonymizer: Pseudonymizer, *, r
 
     conn = _connect(Path(db_path))
     try:
-        _check_key(conn, key_fingerprint(pseudonymizer), Path(db_path))
+        if not replace:  # adding rows under another key would mix two pseudonym spaces
+            _check_key(conn, key_fingerprint(pseudonymizer), Path(db_path))
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if replace:
+            if replace:  # every row from this file, under this key: the fingerprint follows
                 conn.execute("DELETE FROM accounts")
+                conn.execute(
+                    "INSERT INTO meta VALUES ('key_fingerprint', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                    (key_fingerprint(pseudonymizer),),
+                )
             conn.executemany(
                 "INSERT INTO accounts (caller, last_login, flags) VALUES (?, ?, ?) "
                 "ON CONFLICT(caller) DO UPDATE SET last_login=excluded.last_login, flags=excluded.flags",
