@@ -16,6 +16,7 @@ Recorded human prompts can replace any file later: the ids stay the same.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -170,6 +171,17 @@ def speak_to_wav(text: str, target: Path, *, voice: str = "fr+f2", speed: int = 
             stderr=subprocess.PIPE,
         )
         out.replace(target)
+    except subprocess.CalledProcessError as exc:
+        tool = Path(str(exc.cmd[0])).name
+        said = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
+        hint = "; list the French voices with `espeak-ng --voices=fr`" if tool == "espeak-ng" else ""
+        raise ConfigError(
+            f"{tool} failed (exit {exc.returncode}) speaking a prompt with voice {voice!r}: "
+            f"{said[-1] if said else 'no message'}{hint}",
+            file=str(target),
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot write the prompt: {exc.strerror or exc}", file=str(target)) from None
     finally:
         raw.unlink(missing_ok=True)
         out.unlink(missing_ok=True)
@@ -184,19 +196,46 @@ def build_prompts(
     only_missing: bool = False,
     only: Iterable[str] | None = None,
 ) -> list[Path]:
-    """Speak every prompt into ``out_dir``; returns the files written."""
+    """Speak every prompt into ``out_dir``; returns the files written. A failure (a path that is a file, an
+    unknown voice, a full disk) is a :class:`ConfigError` naming the file and the cause, and leaves no
+    folder this call created empty behind."""
     written = []
     texts = prompt_texts(catalogue)
     if only is not None:
         texts = {pid: texts[pid] for pid in only}
-    for pid, text in texts.items():
-        target = out_dir / f"{pid}.wav"
-        if only_missing and target.exists():
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        speak_to_wav(text, target, voice=voice, speed=speed, trim=True)
-        written.append(target)
+    created: list[Path] = []
+    try:
+        for pid, text in texts.items():
+            target = out_dir / f"{pid}.wav"
+            if only_missing and target.exists():
+                continue
+            _make_dirs(target.parent, created)
+            speak_to_wav(text, target, voice=voice, speed=speed, trim=True)
+            written.append(target)
+    except ConfigError:
+        for d in reversed(created):  # deepest first; only the folders still empty
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
     return written
+
+
+def _make_dirs(folder: Path, created: list[Path]) -> None:
+    missing = []
+    p = folder
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    if not p.is_dir():
+        raise ConfigError("is a file, not a folder: give a folder for the prompts", file=str(p))
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise ConfigError(f"cannot create the prompts folder: {exc.strerror or exc}", file=str(d)) from None
+        created.append(d)
 
 
 class PromptLengths:

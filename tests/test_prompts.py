@@ -101,3 +101,27 @@ def test_build_writes_8khz_mono_speech(tmp_path: Path, mini_catalogue: Catalogue
     assert max(abs(s) for s in samples) > 3000  # not silence
     assert not list(tmp_path.rglob("*.espeak.wav"))
     assert build_prompts(mini_catalogue, tmp_path, only_missing=True) == []
+
+
+def test_prompts_build_into_a_file_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from agi_router.cli import main
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["prompts", "build", str(afile)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"agi-router: {afile}: is a file, not a folder: give a folder for the prompts"
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (scripts/test-debs.txt)")
+def test_an_unknown_voice_says_espeaks_words_and_leaves_no_empty_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agi_router.cli import main
+
+    out = tmp_path / "new" / "prompts"
+    assert main(["prompts", "build", str(out), "--voice", "nosuchvoice"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "espeak-ng failed (exit 1) speaking a prompt with voice 'nosuchvoice'" in err
+    assert "voice does not exist" in err and "espeak-ng --voices=fr" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "new").exists()  # every folder this call made, removed again
