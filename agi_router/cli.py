@@ -93,8 +93,27 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _hoist_config(argv: list[str]) -> list[str]:
+    """``--config FILE`` is accepted anywhere (``agi-router serve --config x.toml`` too): moved to the front."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            rest.extend(argv[i:])
+            break
+        if a == "--config" and i + 1 < len(argv):
+            front += argv[i : i + 2]
+            i += 2
+            continue
+        (front if a.startswith("--config=") else rest).append(a)
+        i += 1
+    return front + rest
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(_hoist_config(list(sys.argv[1:] if argv is None else argv)))
     try:
         settings = load_settings(args.config)
         setup_logging(settings.log.level, settings.log.json)

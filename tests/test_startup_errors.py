@@ -78,3 +78,15 @@ def test_version_and_usage_say_what_to_type() -> None:
     assert v.returncode == 0 and v.stdout.strip().startswith("agi-router ")
     u = subprocess.run([sys.executable, "-m", "agi_router", "directory"], capture_output=True, text=True)
     assert u.returncode == 2 and "ACTION" in u.stderr and "dcmd" not in u.stderr
+
+
+def test_config_is_accepted_after_the_subcommand(tmp_path: Path) -> None:
+    bad = tmp_path / "bad-policy.toml"
+    bad.write_text('[policy]\nid = "x"\n')
+    cfg = tmp_path / "router.toml"
+    cfg.write_text(f'policy_file = "{bad}"\n')
+    env = {k: v for k, v in os.environ.items() if k != "AGI_ROUTER_CONFIG"}
+    for args in (["--config", str(cfg), "policy", "check"], ["policy", "check", "--config", str(cfg)],
+                 ["policy", "check", f"--config={cfg}"]):  # fmt: skip
+        r = subprocess.run([sys.executable, "-m", "agi_router", *args], env=env, capture_output=True, text=True)
+        assert r.returncode == 2 and str(bad) in r.stderr, (args, r.stderr)
