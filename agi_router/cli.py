@@ -154,7 +154,15 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from .directory.sqlite import import_csv
 
         db = settings.path(settings.directory.sqlite_path)
-        report = import_csv(args.file, db, make_pseudonymizer(settings), replace=args.replace)
+        def progress(rows: int) -> None:  # on a terminal only: logs and pipes get the final line
+            print(f"\r{rows:,} rows checked and staged...", end="", file=sys.stderr, flush=True)
+
+        report = import_csv(
+            args.file, db, make_pseudonymizer(settings), replace=args.replace,
+            progress=progress if sys.stderr.isatty() else None,
+        )  # fmt: skip
+        if sys.stderr.isatty():
+            print(file=sys.stderr)
         print(
             f"imported {report.rows} number(s), {report.with_account} with an online account, into {db}"
             f"{' (replaced)' if report.replaced else ''}"

@@ -201,9 +201,12 @@ class DirectoryImportError(DirectoryError):
     def __init__(self, file: str, errors: Sequence[tuple[int, str]]) -> None:
         self.file = file
         self.errors = tuple(errors)
-        shown = "\n".join(f"{file}:{line}: {msg}" for line, msg in self.errors[:50])
-        more = f"\n... and {len(self.errors) - 50} more" if len(self.errors) > 50 else ""
-        super().__init__(f"{len(self.errors)} bad row(s), nothing imported:\n{shown}{more}")
+        stopped = bool(self.errors) and self.errors[-1][1].startswith("stopped counting")
+        rows = self.errors[:-1] if stopped else self.errors
+        shown = "\n".join(f"{file}:{line}: {msg}" for line, msg in rows[:50])
+        more = f"\n... and {len(rows) - 50} more" if len(rows) > 50 else ""
+        count = f"{len(rows)}+ bad rows (counting stopped there)" if stopped else f"{len(rows)} bad row(s)"
+        super().__init__(f"{count}, nothing imported:\n{shown}{more}")
 
 
 class StateStoreError(RouterError):

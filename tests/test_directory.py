@@ -248,3 +248,57 @@ async def test_http_unreachable() -> None:
             await d.lookup(None, "c-1")
     finally:
         await d.close()
+
+
+def test_a_file_that_is_not_utf8_names_the_line(tmp_path: Path, pseudonymizer: Pseudonymizer) -> None:
+    p = tmp_path / "latin1.csv"
+    p.write_bytes("number,last_login,flags\n0612345678,2026-10-01,\n0698765432,2026-10-01,accompagné\n".encode("latin-1"))
+    with pytest.raises(DirectoryImportError) as ei:
+        import_csv(p, tmp_path / "d.sqlite3", pseudonymizer)
+    assert ei.value.errors == ((3, "not UTF-8 text on this line: save the file as UTF-8 (CSV UTF-8)"),)
+
+
+def test_a_thousand_bad_rows_say_counting_stopped(tmp_path: Path, pseudonymizer: Pseudonymizer) -> None:
+    p = tmp_path / "bad.csv"
+    p.write_text("number,last_login,flags\n" + "not-a-number,2026-10-01,\n" * 1500)
+    with pytest.raises(DirectoryImportError) as ei:
+        import_csv(p, tmp_path / "d.sqlite3", pseudonymizer)
+    assert len(ei.value.errors) == 1001
+    assert ei.value.errors[-1][1] == "stopped counting after 1000 bad rows; there may be more"
+    assert str(ei.value).startswith("1000+ bad rows (counting stopped there), nothing imported:")
+
+
+def test_a_large_import_streams_in_constant_memory_all_or_nothing(
+    tmp_path: Path, pseudonymizer: Pseudonymizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tracemalloc
+
+    import agi_router.directory.sqlite as directory_sqlite
+
+    monkeypatch.setattr(directory_sqlite, "_PROGRESS_EVERY", 20_000)
+    n = 50_000
+    p = tmp_path / "big.csv"
+    with p.open("w") as fh:
+        fh.write("number,last_login,flags\n")
+        for i in range(n):
+            fh.write(f"06{i:08d},2026-10-01,\n")
+    db = tmp_path / "d.sqlite3"
+    seen: list[int] = []
+    tracemalloc.start()
+    try:
+        report = import_csv(p, db, pseudonymizer, progress=seen.append)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert report.rows == n and seen == [20_000, 40_000]
+    # all rows in memory at once took ~420 bytes each (~20 MB here, 960 MB for 2.3 M rows); batches of
+    # 10,000 stay at a few MB whatever the size of the file
+    assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MB"
+    # a duplicate in the last row: nothing of the 50,001 rows is imported, and both lines are named
+    with p.open("a") as fh:
+        fh.write("0600000007,2026-11-01,\n")
+    with pytest.raises(DirectoryImportError) as ei:
+        import_csv(p, db, pseudonymizer, replace=True)
+    assert ei.value.errors == ((n + 2, "this number is already given on line 9"),)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM accounts").fetchone()[0] == n  # the previous import, intact

@@ -13,10 +13,12 @@ import hashlib
 import re
 import sqlite3
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from ..exceptions import ConfigError, DirectoryError, DirectoryImportError, DirectoryTimeout
 from ..numbers import normalize_e164
@@ -115,78 +117,55 @@ class ImportReport:
     replaced: bool
 
 
-def import_csv(csv_path: Path, db_path: Path, pseudonymizer: Pseudonymizer, *, replace: bool = False) -> ImportReport:
-    """Validate every row first, then write them all in one transaction, or nothing.
+def import_csv(
+    csv_path: Path,
+    db_path: Path,
+    pseudonymizer: Pseudonymizer,
+    *,
+    replace: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> ImportReport:
+    """Stream the CSV into the directory in one transaction: every row, or nothing.
 
-    Raises :class:`DirectoryImportError` listing each bad row by line number.
+    Constant memory whatever the file's size: rows are checked and written in batches to a staging table
+    inside the transaction (a duplicate number is found by the staging table's key, with the line it first
+    appeared on); at the end the staging rows replace or update the accounts and the transaction commits —
+    or, if any row was bad, rolls back. ``progress(rows)`` is called every :data:`_PROGRESS_EVERY` rows.
+    Raises :class:`DirectoryImportError` listing each bad row by line number (the first 1000; then it says
+    it stopped counting).
     """
     f = str(csv_path)
-    errors: list[tuple[int, str]] = []
-    rows: dict[str, tuple[str, str]] = {}
-    first_line: dict[str, int] = {}
     try:
-        fh = open(csv_path, encoding="utf-8-sig", newline="")
+        fh = open(csv_path, "rb")  # decoded line by line below: an encoding error then has a line number
     except OSError as exc:
         raise DirectoryImportError(f, [(0, f"cannot read: {exc.strerror or exc}")]) from None
-    with fh:
-        try:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            if header is None:
-                raise DirectoryImportError(f, [(1, "empty file: a header row number,last_login,flags is required")])
-            cols = [h.strip().lower() for h in header]
-            if "number" not in cols or "last_login" not in cols:
-                raise DirectoryImportError(
-                    f, [(1, f"header must name the columns number,last_login[,flags]; got {header!r}")]
-                )
-            unknown = [c for c in cols if c not in ("number", "last_login", "flags")]
-            if unknown:
-                raise DirectoryImportError(f, [(1, f"unknown column(s) {unknown}")])
-            i_num, i_last = cols.index("number"), cols.index("last_login")
-            i_flags = cols.index("flags") if "flags" in cols else None
-            for row in reader:
-                line = reader.line_num
-                if len(errors) >= _MAX_ERRORS:
-                    break
-                if not row or all(not c.strip() for c in row):
-                    continue
-                if len(row) != len(cols):
-                    errors.append((line, f"{len(row)} field(s), the header has {len(cols)}"))
-                    continue
-                try:
-                    e164 = normalize_e164(row[i_num])
-                except ValueError as exc:
-                    errors.append((line, f"number: {exc}"))
-                    continue
-                try:
-                    last = parse_last_login(row[i_last])
-                except ValueError as exc:
-                    errors.append((line, f"last_login: {exc}"))
-                    continue
-                flags = [x.strip().lower() for x in (row[i_flags] if i_flags is not None else "").split(";")]
-                flags = [x for x in flags if x]
-                bad = [x for x in flags if not _FLAG.match(x)]
-                if bad:
-                    errors.append((line, f"flags: {bad} (letters, digits, '_' and '-' only, ';'-separated)"))
-                    continue
-                if e164 in first_line:
-                    errors.append((line, f"number {row[i_num].strip()!r} already given on line {first_line[e164]}"))
-                    continue
-                first_line[e164] = line
-                rows[pseudonymizer.of_e164(e164)] = (last.isoformat() if last else "", ";".join(sorted(flags)))
-        except csv.Error as exc:
-            errors.append((reader.line_num, f"CSV syntax: {exc}"))
-        except UnicodeDecodeError as exc:
-            errors.append((0, f"not UTF-8 text: {exc}"))
-    if errors:
-        raise DirectoryImportError(f, errors)
-
-    conn = _connect(Path(db_path))
+    errors: list[tuple[int, str]] = []
+    rows = with_account = 0
+    try:
+        conn = _connect(Path(db_path))
+    except BaseException:
+        fh.close()
+        raise
     try:
         if not replace:  # adding rows under another key would mix two pseudonym spaces
             _check_key(conn, key_fingerprint(pseudonymizer), Path(db_path))
         conn.execute("BEGIN IMMEDIATE")
         try:
+            conn.execute(
+                "CREATE TEMP TABLE staging (caller TEXT PRIMARY KEY, line INTEGER, last_login TEXT, flags TEXT) "
+                "WITHOUT ROWID"
+            )
+            with fh:
+                for batch in _validated_batches(fh, f, pseudonymizer, errors):
+                    if errors:
+                        continue  # nothing will be imported: only keep finding (and counting) errors
+                    _stage(conn, batch, errors)
+                    rows += len(batch)
+                    with_account += sum(1 for b in batch if b[2])
+                    if progress is not None and rows // _PROGRESS_EVERY != (rows - len(batch)) // _PROGRESS_EVERY:
+                        progress(rows)
+            if errors:
+                raise DirectoryImportError(f, errors)
             if replace:  # every row from this file, under this key: the fingerprint follows
                 conn.execute("DELETE FROM accounts")
                 conn.execute(
@@ -194,21 +173,142 @@ def import_csv(csv_path: Path, db_path: Path, pseudonymizer: Pseudonymizer, *, r
                     "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                     (key_fingerprint(pseudonymizer),),
                 )
-            conn.executemany(
-                "INSERT INTO accounts (caller, last_login, flags) VALUES (?, ?, ?) "
-                "ON CONFLICT(caller) DO UPDATE SET last_login=excluded.last_login, flags=excluded.flags",
-                ((k, v[0], v[1]) for k, v in rows.items()),
+            conn.execute(
+                "INSERT INTO accounts (caller, last_login, flags) SELECT caller, last_login, flags FROM staging "
+                "WHERE true ON CONFLICT(caller) DO UPDATE SET last_login=excluded.last_login, flags=excluded.flags"
             )
             stamp = datetime.now(UTC).isoformat(timespec="seconds")
-            digest = hashlib.sha256(Path(csv_path).read_bytes()).hexdigest()
+            digest = _sha256_file(Path(csv_path))
             conn.executemany(
                 "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                [("last_import_at", stamp), ("last_import_sha256", digest), ("last_import_rows", str(len(rows)))],
+                [("last_import_at", stamp), ("last_import_sha256", digest), ("last_import_rows", str(rows))],
             )
+            conn.execute("DROP TABLE staging")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+    except sqlite3.Error as exc:
+        raise ConfigError(f"cannot write the directory database: {exc}", file=str(db_path)) from None
     finally:
         conn.close()
-    return ImportReport(len(rows), sum(1 for v in rows.values() if v[0]), replace)
+        fh.close()
+    return ImportReport(rows, with_account, replace)
+
+
+_BATCH = 10_000
+_PROGRESS_EVERY = 100_000
+#: (pseudonym, line, last_login ISO or "", flags)
+_Row = tuple[str, int, str, str]
+
+
+def _validated_batches(
+    fh: BinaryIO, f: str, pseudonymizer: Pseudonymizer, errors: list[tuple[int, str]]
+) -> Iterator[list[_Row]]:
+    """Check each row; yield the good ones in batches; append ``(line, message)`` for each bad one."""
+    not_utf8: set[int] = set()
+    reader = csv.reader(_utf8_lines(fh, not_utf8))
+    header = next(reader, None)
+    if not_utf8:
+        raise DirectoryImportError(f, [(1, "not UTF-8 text: save the file as UTF-8 (CSV UTF-8)")])
+    if header is None:
+        raise DirectoryImportError(f, [(1, "empty file: a header row number,last_login,flags is required")])
+    cols = [h.strip().lower() for h in header]
+    if "number" not in cols or "last_login" not in cols:
+        raise DirectoryImportError(f, [(1, f"header must name the columns number,last_login[,flags]; got {header!r}")])
+    unknown = [c for c in cols if c not in ("number", "last_login", "flags")]
+    if unknown:
+        raise DirectoryImportError(f, [(1, f"unknown column(s) {unknown}")])
+    i_num, i_last = cols.index("number"), cols.index("last_login")
+    i_flags = cols.index("flags") if "flags" in cols else None
+    batch: list[_Row] = []
+
+    def bad(line: int, msg: str) -> bool:
+        """Record an error; False once 1000 are recorded (then the file is not read further)."""
+        if len(errors) >= _MAX_ERRORS:
+            return False
+        errors.append((line, msg))
+        if len(errors) == _MAX_ERRORS:
+            errors.append((line, f"stopped counting after {_MAX_ERRORS} bad rows; there may be more"))
+            return False
+        return True
+
+    while True:
+        try:
+            row = next(reader, None)
+        except csv.Error as exc:
+            if not bad(reader.line_num, f"CSV syntax: {exc}"):
+                break
+            continue
+        if row is None:
+            break
+        line = reader.line_num
+        if line in not_utf8:
+            if not bad(line, "not UTF-8 text on this line: save the file as UTF-8 (CSV UTF-8)"):
+                break
+            continue
+        if not row or all(not c.strip() for c in row):
+            continue
+        msg = ""
+        if len(row) != len(cols):
+            msg = f"{len(row)} field(s), the header has {len(cols)}"
+        else:
+            try:
+                e164 = normalize_e164(row[i_num])
+                try:
+                    last = parse_last_login(row[i_last])
+                except ValueError as exc:
+                    msg = f"last_login: {exc}"
+            except ValueError as exc:
+                msg = f"number: {exc}"
+        if not msg:
+            flags = [x.strip().lower() for x in (row[i_flags] if i_flags is not None else "").split(";")]
+            flags = [x for x in flags if x]
+            wrong = [x for x in flags if not _FLAG.match(x)]
+            if wrong:
+                msg = f"flags: {wrong} (letters, digits, '_' and '-' only, ';'-separated)"
+        if msg:
+            if not bad(line, msg):
+                break
+            continue
+        batch.append((pseudonymizer.of_e164(e164), line, last.isoformat() if last else "", ";".join(sorted(flags))))
+        if len(batch) >= _BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _utf8_lines(fh: BinaryIO, not_utf8: set[int]) -> Iterator[str]:
+    """The file's lines as text (a UTF-8 BOM dropped); the numbers of lines that are not UTF-8 go into
+    ``not_utf8`` (their text, with replacement characters, is only used to keep counting lines)."""
+    for n, raw in enumerate(fh, 1):
+        try:
+            yield raw.decode("utf-8-sig" if n == 1 else "utf-8")
+        except UnicodeDecodeError:
+            not_utf8.add(n)
+            yield raw.decode("utf-8", errors="replace")
+
+
+def _stage(conn: sqlite3.Connection, batch: list[_Row], errors: list[tuple[int, str]]) -> None:
+    """Insert a batch into the staging table; a number already staged is an error with both lines."""
+    try:
+        conn.executemany("INSERT INTO staging VALUES (?, ?, ?, ?)", batch)
+        return
+    except sqlite3.IntegrityError:
+        pass
+    for caller, line, last, flags in batch:  # slow path, only for a batch holding a duplicate
+        try:
+            conn.execute("INSERT INTO staging VALUES (?, ?, ?, ?)", (caller, line, last, flags))
+        except sqlite3.IntegrityError:
+            first = conn.execute("SELECT line FROM staging WHERE caller=?", (caller,)).fetchone()
+            if len(errors) < _MAX_ERRORS:
+                errors.append((line, f"this number is already given on line {first[0]}"))
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
