@@ -208,7 +208,10 @@ def _validated_batches(
     """Check each row; yield the good ones in batches; append ``(line, message)`` for each bad one."""
     not_utf8: set[int] = set()
     reader = csv.reader(_utf8_lines(fh, not_utf8))
-    header = next(reader, None)
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise DirectoryImportError(f, [(1, f"CSV syntax: {exc}")]) from None
     if not_utf8:
         raise DirectoryImportError(f, [(1, "not UTF-8 text: save the file as UTF-8 (CSV UTF-8)")])
     if header is None:
