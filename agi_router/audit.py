@@ -6,9 +6,11 @@ are kept (retention by volume). ``agi-router audit explain CALL_ID`` reads them 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import logging.handlers
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,6 +82,14 @@ def record_of(r: CallResult) -> dict[str, Any]:
     return rec
 
 
+class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """Every file of the trail (the current one and each rotation) created 0600: pseudonyms are personal data."""
+
+    def _open(self) -> io.TextIOWrapper:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        return open(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
 class AuditLog:
     def __init__(self, path: Path, *, max_bytes: int = 50 * 1024 * 1024, backups: int = 20) -> None:
         self.path = Path(path)
@@ -87,7 +97,7 @@ class AuditLog:
         self._logger = logging.getLogger(f"agi_router.audit.{id(self)}")
         self._logger.propagate = False
         self._logger.setLevel(logging.INFO)
-        self._handler = logging.handlers.RotatingFileHandler(
+        self._handler = _PrivateRotatingFileHandler(
             self.path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
         )
         self._handler.setFormatter(logging.Formatter("%(message)s"))

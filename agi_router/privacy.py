@@ -46,6 +46,16 @@ class Pseudonymizer:
             return WITHHELD
 
 
+def private_file(path: Path) -> None:
+    """Create ``path`` empty and readable by this user only (0600) if it does not exist yet: the stores and
+    the audit trail (pseudonyms, sealed numbers) are not for the other users of the machine. An existing
+    file keeps the mode its operator gave it; SQLite gives its -wal/-shm files the database's mode."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+
+
 def load_or_create_key(path: Path) -> bytes:
     """Read the key file, or create a random 32-byte key (64 hex digits, mode 0600) on first start.
     Also used for the AMI secret shared by the router and Asterisk (``agi_router.asterisk_setup``)."""

@@ -195,7 +195,7 @@ class Run:
             speech.append(f'model_dir = "{self.args.model_dir}"')
         cfg.write_text(
             f'data_dir = "{var}"\npolicy_file = "{policy}"\n[agi]\nport = {agi}\nmax_sessions = 2000\n'
-            f'[ami]\nport = {ami}\n[metrics]\nport = {metrics}\n[log]\nlevel = "WARNING"\n[speech]\n'
+            f'[ami]\nport = {ami}\n[metrics]\nport = {metrics}\n[log]\nlevel = "{self.args.log_level}"\n[speech]\n'
             + "\n".join(speech)
             + "\n"
         )
@@ -243,6 +243,13 @@ class Run:
                 await asyncio.wait(self.inflight)
             sampler.cancel()
             progress.cancel()
+            try:  # the router's last word, kept with its log and audit trail (privacy checks read all three)
+                final = await asyncio.to_thread(
+                    lambda: urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).read()
+                )
+                (work / "metrics-final.txt").write_bytes(final)
+            except OSError:
+                pass
         finally:
             router.send_signal(signal.SIGTERM)
             try:
@@ -385,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=4, help="utterances per recogniser pass (router [speech] batch)")
     ap.add_argument("--model-dir", help="an assembled Whisper model folder (default: assembled on first start)")
     ap.add_argument("--seed", type=int, default=3646)
+    ap.add_argument("--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                    help="the router's log level (its log is kept in OUT/work/router.log)")  # fmt: skip
     ap.add_argument("--silence-s", type=float, default=15.0, help="nothing from the router this long = silence")
     ap.add_argument("--start-timeout", type=float, default=120.0)
     args = ap.parse_args(argv)

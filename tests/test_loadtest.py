@@ -7,6 +7,7 @@ shared 2-core CI machine it measures the neighbours; its figures live in the REA
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ def test_smoke_profile_against_a_live_router(tmp_path: Path, whisper_dir: Path) 
     out = tmp_path / "report"
     r = subprocess.run(
         [sys.executable, "-m", "loadtest.run", "smoke", "--rate", "2", "--duration", "8", "--out", str(out),
-         "--model-dir", str(whisper_dir)],
+         "--model-dir", str(whisper_dir), "--log-level", "DEBUG"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -39,6 +40,32 @@ def test_smoke_profile_against_a_live_router(tmp_path: Path, whisper_dir: Path) 
     for png in ("calls", "concurrent", "failures", "speech_to_route", "recognizer", "process", "outcomes"):
         assert (out / f"{png}.png").stat().st_size > 5000, png
     assert "offered" in r.stderr and "report:" in r.stderr  # the live progress line and where the report is
+    _no_caller_number_anywhere(out / "work")
+
+
+def _no_caller_number_anywhere(work: Path) -> None:
+    """Privacy (issue #12): after a busy run at DEBUG level, no caller number in the router's log, its audit
+    trail or its metrics, in any usual form; the keys and stores are private to the router's user."""
+    import csv
+    import stat
+
+    with (work / "directory.csv").open() as fh:
+        numbers = [row["number"] for row in csv.DictReader(fh)]
+    assert len(numbers) > 1000
+    texts = {
+        "router log": (work / "router.log").read_text(errors="replace"),
+        "audit trail": "".join(p.read_text() for p in (work / "var" / "audit").glob("*.jsonl*")),
+        "metrics": (work / "metrics-final.txt").read_text(),
+    }
+    assert len(texts["router log"]) > 3000 and texts["audit trail"] and "agi_router_calls_total" in texts["metrics"]
+    for where, text in texts.items():
+        runs = set(re.findall(r"\d+", text))  # every run of digits (hex pseudonyms split at their letters)
+        for n in numbers:
+            for form in (n, n[1:], "33" + n[1:]):  # 0612..., 612..., +33612...
+                assert form not in runs, f"caller number {n} in the {where}"
+    for secret in ("pseudonym.key",):
+        mode = stat.S_IMODE((work / "var" / secret).stat().st_mode)
+        assert mode & 0o077 == 0, f"{secret} is readable by others: {oct(mode)}"
 
 
 def test_bad_options_exit_2() -> None:

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..exceptions import ConfigError
+from ..privacy import private_file
 
 __all__ = ["Callback", "CallbackRecords", "CallbackStore"]
 
@@ -83,6 +84,7 @@ class CallbackStore:
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_file(self.path)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=5.0)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")  # an accepted callback must survive a crash

@@ -23,7 +23,7 @@ from typing import BinaryIO
 from ..exceptions import ConfigError, DirectoryError, DirectoryImportError, DirectoryTimeout
 from ..numbers import normalize_e164
 from ..policy.model import AccountFacts
-from ..privacy import Pseudonymizer
+from ..privacy import Pseudonymizer, private_file
 from .base import parse_last_login
 
 __all__ = ["ImportReport", "SQLiteDirectory", "import_csv"]
@@ -47,6 +47,7 @@ def key_fingerprint(pseudonymizer: Pseudonymizer) -> str:
 def _connect(path: Path) -> sqlite3.Connection:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)
         conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5.0)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
