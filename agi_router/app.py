@@ -442,6 +442,7 @@ def speech_config(settings: Settings) -> SpeechConfig:
         lease_s=sp.lease_s,
         confirm=sp.confirm,
         admit_wait_s=sp.admit_wait_ms / 1000,
+        recognition_timeout_s=sp.recognition_timeout_ms / 1000,
         confirm_attempts=sp.confirm_attempts,
         confirm_no_input_ms=sp.confirm_no_input_ms,
         fallback_budget_s=settings.flow.fallback_budget_s,

@@ -98,6 +98,7 @@ class SpeechSettings:
     processes: int = 0  # 0: decode in `workers` threads of the router; N: in N worker processes
     batch: int = 4  # utterances of different callers decoded in one pass when they queue up (1: never)
     admit_wait_ms: int = 1500  # a speech round starts only if recognition would answer within this
+    recognition_timeout_ms: int = 5000  # no transcript this long after the end of speech: the DTMF menu
     confirm_attempts: int = 2
     confirm_no_input_ms: int = 3000
     sounds_dir: str = "sounds/fr"  # the router's prompts (streamed for barge-in; `asterisk setup` installs them)
@@ -289,6 +290,7 @@ def load_settings(path: Path | None = None) -> Settings:
         processes=sp.int_range("processes", 0, 64, ds.processes),
         batch=sp.int_range("batch", 1, 16, ds.batch),
         admit_wait_ms=sp.int_range("admit_wait_ms", 100, 60000, ds.admit_wait_ms),
+        recognition_timeout_ms=sp.int_range("recognition_timeout_ms", 500, 60000, ds.recognition_timeout_ms),
         confirm_attempts=sp.int_range("confirm_attempts", 1, 3, ds.confirm_attempts),
         confirm_no_input_ms=sp.int_range("confirm_no_input_ms", 500, 30000, ds.confirm_no_input_ms),
         sounds_dir=sp.get("sounds_dir", str, ds.sounds_dir),

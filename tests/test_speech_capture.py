@@ -194,6 +194,28 @@ async def test_recogniser_fault_sends_the_caller_to_the_dtmf_menu(rig: Rig) -> N
     assert [r.outcome for r in rig.results[-1].speech_rounds] == ["error"]
 
 
+async def test_a_hanging_recogniser_holds_the_caller_no_longer_than_its_timeout(rig: Rig) -> None:
+    """A recogniser that never answers (a wedged worker): the caller, waiting in silence after speaking, gets
+    the DTMF menu ``recognition_timeout_s`` after the end of speech, counted as a recogniser error."""
+    import dataclasses
+
+    class Hung:
+        async def recognize(self, pcm: np.ndarray) -> Recognition:
+            await asyncio.sleep(3600)
+            raise AssertionError("unreachable")
+
+    rig.speech.recognizer = Hung()
+    rig.speech.config = dataclasses.replace(rig.speech.config, recognition_timeout_s=1.0)
+    rig.pbx.rounds = [CallerScript(audio=np.concatenate([speak(SENTENCE), silence(1500)]))]
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    ch = await asyncio.wait_for(rig.call(dtmf=["3", "1"]), 60)
+    assert ch.variables["ROUTER_MOTIVE"] == "attestation_droits"  # by the DTMF menu
+    assert rig.speech.totals.recognizer_errors == 1
+    assert [r.outcome for r in rig.results[-1].speech_rounds] == ["error"]
+    assert loop.time() - t0 < 30
+
+
 async def test_a_saturated_recogniser_sends_callers_to_the_menu_at_once(rig: Rig) -> None:
     """Admission: when recognition would take longer than the budget, no round starts (no leg, no prompt):
     the caller gets the DTMF menu now instead of waiting behind everyone else."""

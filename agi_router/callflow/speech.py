@@ -126,6 +126,7 @@ class SpeechConfig:
     confirm_attempts: int = 2  # the question, then once more after silence or an answer not understood
     confirm_no_input_ms: int = 3000  # after the question
     admit_wait_s: float = 1.5  # a round starts only if the recogniser would answer a new utterance within this
+    recognition_timeout_s: float = 5.0  # a recogniser that hangs: the caller gets the DTMF menu after this
 
 
 @dataclass(slots=True)
@@ -481,12 +482,19 @@ class SpeechCapture:
         elif isinstance(ev, SpeechEnd | MaxLength):
             outcome.speech_end_at = time.monotonic()
             outcome.max_length = isinstance(ev, MaxLength)
-            if isinstance(ev, SpeechEnd) and speculative is not None:
-                outcome.recognition = await speculative
-            else:
+            limit = self.config.recognition_timeout_s
+            try:  # the caller is waiting in silence from here: a recogniser that hangs must not hold them
+                async with asyncio.timeout(limit):
+                    if isinstance(ev, SpeechEnd) and speculative is not None:
+                        outcome.recognition = await speculative
+                    else:
+                        if speculative is not None:
+                            speculative.cancel()
+                        outcome.recognition = await self._recognize(ev.audio, outcome)
+            except TimeoutError as exc:
                 if speculative is not None:
                     speculative.cancel()
-                outcome.recognition = await self._recognize(ev.audio, outcome)
+                raise RecognitionError(f"no transcript {limit:g} s after the end of speech") from exc
             return "done"
         elif isinstance(ev, NoInput):
             outcome.no_input = True
