@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -163,3 +166,50 @@ async def test_redis_stalled_server_hits_the_budget() -> None:
         for w in writers:
             w.close()
         server.close()
+
+
+async def test_redis_killed_then_restarted_the_router_recovers_by_itself(tmp_path: Path) -> None:
+    """Redis SIGKILLed mid-traffic: each operation fails within its budget (the call flow then decides without
+    history); restarted on the same port, the same client works again with no action from anyone."""
+    import shutil
+    import signal
+    import subprocess
+
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.skip("redis-server not installed (scripts/bootstrap.sh test installs it)")
+    port = _free_port()
+
+    def start() -> subprocess.Popen[bytes]:
+        args = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)]
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                return proc
+            time.sleep(0.05)
+        proc.kill()
+        raise AssertionError("redis-server did not start")
+
+    proc = start()
+    m = RedisCallerMemory(f"redis://127.0.0.1:{port}/0", timeout=0.2)
+    try:
+        await m.record("c-1", "m1", call(0), TTL)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(5)
+        t = time.perf_counter()
+        with pytest.raises(StateStoreError):
+            await m.history("c-1", "m1", T0)
+        assert time.perf_counter() - t < 2.0
+        proc = start()  # empty: no persistence in this test
+        for _ in range(50):  # the client's own reconnection, no restart of the router
+            try:
+                await m.record("c-1", "m1", call(1), TTL)
+                break
+            except StateStoreError:
+                await asyncio.sleep(0.1)
+        assert [c.action for c in await m.history("c-1", "m1", T0 + timedelta(minutes=5))] == [Action.DEFLECT]
+    finally:
+        await m.close()
+        proc.kill()
+        proc.wait(5)
+
