@@ -10,7 +10,7 @@ import socket
 import subprocess
 import threading
 import wave
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from .agi.server import AGIServer, AGIServerConfig
 from .ami.client import AMIClient, AMIConfig
@@ -72,6 +73,17 @@ class NoDirectory:
 
     async def close(self) -> None:
         return None
+
+
+def audit_metrics(audit: AuditLog) -> Iterator[Metric]:
+    """The audit trail's health: lines the disk refused (still held, written first when it takes writes
+    again), failed attempts, lines dropped because too many were held."""
+    p = "agi_router_audit_"
+    yield GaugeMetricFamily(p + "pending_lines", "Audit lines not yet on disk (held in memory)", value=audit.pending)
+    yield CounterMetricFamily(p + "write_errors", "Failed attempts to write the audit trail", value=audit.failures)
+    yield CounterMetricFamily(
+        p + "dropped_lines", "Audit lines lost: more were held than the limit", value=audit.dropped
+    )
 
 
 def make_pseudonymizer(settings: Settings) -> Pseudonymizer:
@@ -244,6 +256,7 @@ def build_router(settings: Settings) -> Router:
     src.server, src.ami, src.queues, src.placer, src.speech = server, ami, queue_model, placer, speech
     src.callback_store = placer.store if placer is not None else None
     src.policy, src.catalogue_version = policy, catalogue.version
+    src.extra.append(lambda: audit_metrics(audit))
     return Router(
         settings,
         catalogue,

@@ -6,11 +6,13 @@ are kept (retention by volume). ``agi-router audit explain CALL_ID`` reads them 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import logging.handlers
 import os
+from collections import deque
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,12 +84,45 @@ def record_of(r: CallResult) -> dict[str, Any]:
     return rec
 
 
+log = logging.getLogger(__name__)
+
 class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
-    """Every file of the trail (the current one and each rotation) created 0600: pseudonyms are personal data."""
+    """The trail's files: each one (the current one and every rotation) created 0600, since pseudonyms are
+    personal data; and a line that cannot be written (disk full, file system gone read-only) is kept, in
+    order, and written before the next one as soon as the disk takes it again — up to ``max_pending`` lines,
+    beyond which the oldest are dropped and counted (``dropped``). ``failures`` counts failed attempts."""
+
+    def __init__(self, *args: Any, max_pending: int = 10_000, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pending: deque[str] = deque(maxlen=max_pending)
+        self.failures = 0
+        self.dropped = 0
 
     def _open(self) -> io.TextIOWrapper:
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         return open(fd, "a", encoding=self.encoding, errors=self.errors)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.pending) == self.pending.maxlen:
+            self.dropped += 1
+        self.pending.append(self.format(record))
+        try:
+            while self.pending:
+                if self.shouldRollover(record):
+                    self.doRollover()
+                if self.stream is None:
+                    self.stream = self._open()
+                self.stream.write(self.pending[0] + self.terminator)
+                self.stream.flush()
+                self.pending.popleft()
+        except OSError as exc:
+            self.failures += 1
+            if self.failures == 1 or self.failures % 1000 == 0:
+                log.error("audit trail not written (%s): %d line(s) kept to write later", exc, len(self.pending))
+            with contextlib.suppress(OSError):
+                if self.stream is not None:
+                    self.stream.close()
+            self.stream = None  # reopened on the next line
 
 
 class AuditLog:
@@ -105,6 +140,19 @@ class AuditLog:
 
     def write(self, r: CallResult) -> None:
         self._logger.info(json.dumps(record_of(r), ensure_ascii=False))
+
+    @property
+    def pending(self) -> int:
+        """Lines not yet on disk (the disk refused them); they go first when it takes writes again."""
+        return len(self._handler.pending)
+
+    @property
+    def failures(self) -> int:
+        return self._handler.failures
+
+    @property
+    def dropped(self) -> int:
+        return self._handler.dropped
 
     def close(self) -> None:
         self._logger.removeHandler(self._handler)

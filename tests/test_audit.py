@@ -80,3 +80,43 @@ def test_rotation_keeps_records_findable(tmp_path: Path) -> None:
     assert files == ["a.jsonl", "a.jsonl.1", "a.jsonl.2", "a.jsonl.3"]  # retention: 3 old files
     assert next(find(tmp_path / "a.jsonl", "c99"))["call_id"] == "c99"
     assert list(find(tmp_path / "a.jsonl", "c0")) == []  # rotated out
+
+
+def test_a_full_disk_loses_no_audit_line(tmp_path: Path) -> None:
+    """ENOSPC on the trail: the lines wait, in order, and land as soon as the disk takes writes again."""
+    import errno
+
+    from agi_router.audit import AuditLog
+
+    audit = AuditLog(tmp_path / "audit" / "decisions.jsonl")
+    handler = audit._handler
+    real_open = handler._open
+    full = [True]
+
+    class FullDisk:
+        def write(self, text: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+        def seek(self, *args: int) -> int:
+            return 0
+
+        def tell(self) -> int:
+            return 0
+
+    handler.stream.close()
+    handler.stream = FullDisk()  # type: ignore[assignment]
+    handler._open = lambda: FullDisk() if full[0] else real_open()  # type: ignore[method-assign,assignment]
+    for i in range(3):
+        audit._logger.info(f'{{"n": {i}}}')
+    assert (audit.pending, audit.failures, audit.dropped) == (3, 3, 0)
+    full[0] = False  # space again
+    audit._logger.info('{"n": 3}')
+    audit.close()
+    lines = (tmp_path / "audit" / "decisions.jsonl").read_text().splitlines()
+    assert lines == ['{"n": 0}', '{"n": 1}', '{"n": 2}', '{"n": 3}'] and audit.pending == 0
