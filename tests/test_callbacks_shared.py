@@ -140,3 +140,46 @@ async def test_a_callback_that_cannot_be_recorded_is_never_promised(
         "",
     )
     assert "callback.unavailable" in ch.variables["ROUTER_REASON"] and ch.variables["ROUTER_DONE"] == "1"
+
+
+async def test_a_full_disk_under_the_sqlite_store_never_promises_a_callback(
+    tmp_path: Path, mini_policy: object, pseudonymizer: object
+) -> None:
+    """One router, SQLite store, disk full as the caller presses 1: no promise, the caller keeps the queue."""
+    import sqlite3
+    from datetime import UTC, date, datetime
+
+    from agi_router.agi.server import AGIServer, AGIServerConfig
+    from agi_router.callbacks.store import CallbackStore
+    from agi_router.callflow.capture import HintCapture
+    from agi_router.callflow.flow import CallFlow, PolicyHolder
+    from agi_router.policy.model import AccountFacts, QueueSnapshot
+    from agi_router.state.memory import InMemoryCallerMemory
+    from tests.doubles import StubDirectory
+    from tests.fakeasterisk import FakeChannel, run_call
+
+    class FullDisk(CallbackStore):
+        def add(self, **kw: object) -> int:  # type: ignore[override]
+            raise sqlite3.OperationalError("database or disk is full")
+
+    store = FullDisk(tmp_path / "cb.sqlite3", KEY)
+    full = QueueSnapshot("droits", waiting=50, available_agents=0, logged_in_agents=2)
+    flow = CallFlow(
+        policy=PolicyHolder(mini_policy),  # type: ignore[arg-type]
+        directory=StubDirectory(everyone=AccountFacts(True, True, date(2026, 11, 1))),
+        memory=InMemoryCallerMemory(),
+        pseudonymizer=pseudonymizer,  # type: ignore[arg-type]
+        capture=HintCapture(),
+        clock=lambda: datetime(2026, 11, 24, 10, 0, tzinfo=UTC),
+        queue_state=lambda q: full,
+        callbacks=store,
+    )
+    server = AGIServer({"3646": flow}, AGIServerConfig(port=0))
+    await server.start()
+    try:
+        ch = await run_call("127.0.0.1", server.sockets[0][1], FakeChannel(args=["carte_vitale_perdue"], dtmf=["1"]))
+    finally:
+        await server.close()
+        store.close()
+    assert (ch.variables["ROUTER_ACTION"], ch.variables["ROUTER_PROMPTS"]) == ("queue", "")
+    assert "callback.unavailable" in ch.variables["ROUTER_REASON"]
