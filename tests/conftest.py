@@ -37,11 +37,11 @@ def pseudonymizer() -> Pseudonymizer:
 def whisper_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real model, joined from the installed wheels and hashed: the only 145 MB hash of the session
     (every test that needs Whisper, in-process or in a router subprocess, shares it)."""
-    from agi_router.speech.model import ensure_whisper_base
+    from agi_router.speech.model import default_model_dir, ensure_whisper_base
 
     # one copy for every test run on this machine (not one per run under pytest's temporary folders, which
     # keeps the last three: ~430 MB); checked by size + mtime marker, rebuilt if anything is off
-    return ensure_whisper_base(Path(tempfile.gettempdir()) / "agi-router-test-models" / "whisper-base")
+    return ensure_whisper_base(default_model_dir(Path(tempfile.gettempdir()) / "agi-router-test-data"))
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = 2.0, interval: float = 0.01) -> bool:
