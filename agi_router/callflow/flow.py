@@ -37,6 +37,9 @@ from ..sms import NoSms, SmsError, SmsSender, is_mobile
 from ..state.base import CallerMemory
 from .capture import CallContext, MotiveCapture, SpeechRound
 
+#: caller-memory key (in place of a motive) of the calls the router ended itself, whatever the motive
+ENDED = "_router_ended"
+
 __all__ = ["CallFlow", "CallFlowConfig", "CallResult", "PolicyHolder"]
 
 log = logging.getLogger(__name__)
@@ -200,12 +203,16 @@ class CallFlow:
                     if motive.motive_id and not withheld
                     else None
                 )
+                capped = policy.safeguards.daily_cap > 0 and not withheld
+                ended_task = asyncio.create_task(self._history(caller, ENDED, now, result)) if capped else None
                 try:
                     account = await asyncio.wait_for(asyncio.shield(account_task), cfg.directory_wait)
                 except TimeoutError:
                     result.errors.append("directory: no answer within the decision budget")
                     account = AccountFacts.unknown()
                 history = await history_task if history_task else ()
+                ended = await ended_task if ended_task else ()
+                today = now.astimezone(policy.timezone).date()
                 result.account = account
                 facts = CallFacts(
                     call_id=session.env.uniqueid,
@@ -217,6 +224,7 @@ class CallFlow:
                     history=history,
                     sms_capable=e164 is not None and is_mobile(e164) and not isinstance(self.sms, NoSms),
                     queues=self._queues(policy, motive),
+                    ended_today=sum(1 for c in ended if c.at.astimezone(policy.timezone).date() == today),
                 )
                 result.facts = facts
                 decision = decide(policy, facts)
@@ -236,6 +244,8 @@ class CallFlow:
             self._spawn(
                 self._record(caller, motive.motive_id, PastCall(now, motive.motive_id, decision.action), policy)
             )
+        if decision.action.hangs_up and policy.safeguards.daily_cap and not withheld:  # for the daily cap
+            self._spawn(self._record(caller, ENDED, PastCall(now, ENDED, decision.action), policy))
         return decision
 
     async def _send_sms(self, e164: str, text: str, reference: str, result: CallResult) -> None:

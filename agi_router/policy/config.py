@@ -40,6 +40,26 @@ class OpeningHours:
 
 
 @dataclass(frozen=True, slots=True)
+class Safeguards:
+    """``[safeguards]``: limits on the router ending a call itself (deflection, repeat hang-up). All off by
+    default (the 2024 rules as they were); each one, when it acts, turns the router-ended call into the
+    skill queue and says why with its own reason code (``safeguard.<name>``, counted by
+    ``agi_router_safeguard_triggers_total``)."""
+
+    exempt_flags: frozenset[str] = frozenset()  # directory flags whose holders are never ended by the router
+    exempt_callers: frozenset[str] = frozenset()  # pseudonyms (`agi-router pseudonym NUMBER`), same
+    daily_cap: int = 0  # router-ended calls per caller per day, after which a person answers (0: no cap)
+    require_alternative: bool = False  # no hang-up without an alternative given (an SMS link): else queue
+    dtmf_fallback: bool = False  # callers on the DTMF menu (speech failed or unavailable) are not deflected
+
+    @property
+    def enabled(self) -> bool:
+        return bool(
+            self.exempt_flags or self.exempt_callers or self.daily_cap or self.require_alternative or self.dtmf_fallback
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     id: str
     version: str
@@ -77,6 +97,7 @@ class Policy:
     saturation_callback: bool
     saturation_prompts: tuple[str, ...]
     catalogue: Catalogue = field(repr=False, compare=False)
+    safeguards: Safeguards = Safeguards()
 
     @property
     def label(self) -> str:
@@ -120,7 +141,18 @@ class _Reader(_BaseReader):
     error_class = PolicyError
 
 
-SECTIONS = ("policy", "account", "deflection", "repeat", "queues", "human", "multi", "hours", "saturation")
+SECTIONS = (
+    "policy",
+    "account",
+    "deflection",
+    "repeat",
+    "queues",
+    "human",
+    "multi",
+    "hours",
+    "saturation",
+    "safeguards",
+)
 #: sections without which a policy would silently behave otherwise than its author may think
 REQUIRED_SECTIONS = {
     "policy": "id and version",
@@ -156,8 +188,7 @@ def parse_policy(text: str, *, file: str = "<policy>", catalogue: Catalogue | No
     for section in REQUIRED_SECTIONS:
         if not isinstance(data.get(section), dict):
             raise PolicyError(
-                f"section [{section}] is missing: write it out, even to turn it off "
-                f"({REQUIRED_SECTIONS[section]})",
+                f"section [{section}] is missing: write it out, even to turn it off ({REQUIRED_SECTIONS[section]})",
                 file=file,
             )
 
@@ -263,6 +294,28 @@ def parse_policy(text: str, *, file: str = "<policy>", catalogue: Catalogue | No
     sat_prompts = s.strings("prompts", ())
     s.finish()
 
+    g = _table(root, "safeguards")
+    exempt_flags = g.strings("exempt_flags", ())
+    for i, flag in enumerate(exempt_flags):
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]*", flag):
+            raise g.err(f"exempt_flags[{i}]", f"{flag!r}: directory flags are lower-case letters, digits, '_' and '-'")
+    exempt_callers = g.strings("exempt_callers", ())
+    for i, who in enumerate(exempt_callers):
+        if not re.fullmatch(r"c-[0-9a-f]{24}", who):
+            raise g.err(
+                f"exempt_callers[{i}]", "a pseudonym c-<24 hex> (`agi-router pseudonym NUMBER`), never a number"
+            )
+    safeguards = Safeguards(
+        exempt_flags=frozenset(exempt_flags),
+        exempt_callers=frozenset(exempt_callers),
+        daily_cap=g.int_range("daily_cap", 0, 100, 0),
+        require_alternative=g.get("require_alternative", bool, False),
+        dtmf_fallback=g.get("dtmf_fallback", bool, False),
+    )
+    if safeguards.daily_cap and memory_hours < 24:
+        raise g.err("daily_cap", f"needs [repeat] memory_hours >= 24 (it is {memory_hours}) to count a day")
+    g.finish()
+
     root.finish()
     return Policy(
         id=pid,
@@ -301,6 +354,7 @@ def parse_policy(text: str, *, file: str = "<policy>", catalogue: Catalogue | No
         saturation_callback=sat_callback,
         saturation_prompts=sat_prompts,
         catalogue=catalogue,
+        safeguards=safeguards,
     )
 
 

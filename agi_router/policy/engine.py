@@ -22,6 +22,7 @@ Rules, first match wins (each has a stable id, written to the audit trail):
 from __future__ import annotations
 
 import calendar
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 
 from .config import Policy
@@ -96,6 +97,43 @@ UNKNOWN_MOTIVE = "unknown"
 
 
 def decide(policy: Policy, facts: CallFacts) -> Decision:
+    """The 2024 rules, then the policy's safeguards (which only ever turn a router-ended call into a queue)."""
+    decision = _decide(policy, facts)
+    if decision.action.hangs_up and policy.safeguards.enabled:
+        return _safeguard(policy, facts, decision)
+    return decision
+
+
+def _safeguard(policy: Policy, facts: CallFacts, d: Decision) -> Decision:
+    """The first safeguard that applies to a router-ended call sends the caller to the skill queue instead."""
+    g = policy.safeguards
+    name = ""
+    if g.exempt_callers and facts.caller in g.exempt_callers:
+        name = "exempt_caller"
+    elif g.exempt_flags and facts.account.flags & g.exempt_flags:
+        name = "exempt_flag"
+    elif g.daily_cap and facts.ended_today >= g.daily_cap:
+        name = "daily_cap"
+    elif g.dtmf_fallback and d.action is Action.DEFLECT and facts.motive.method == "dtmf":
+        name = "dtmf_fallback"
+    elif g.require_alternative and not (d.action is Action.DEFLECT and d.sms_template):
+        name = "no_alternative"
+    if not name:
+        return d
+    rule = f"safeguard.{name}"
+    return replace(
+        d,
+        action=Action.QUEUE,
+        rule=rule,
+        queue=policy.queue_for(d.motive_id),
+        priority=policy.default_priority,
+        prompts=(),
+        sms_template=None,
+        reasons=(*d.reasons, rule),
+    )
+
+
+def _decide(policy: Policy, facts: CallFacts) -> Decision:
     local_now = facts.now.astimezone(policy.timezone)
     today = local_now.date()
     segment = segment_of(policy, facts, today)

@@ -104,6 +104,7 @@ class CallFacts:
     history: tuple[PastCall, ...] = ()  # this caller, this motive, oldest first
     queues: Mapping[str, QueueSnapshot] = field(default_factory=dict)
     sms_capable: bool = False  # an SMS can reach this caller (mobile number and a gateway configured)
+    ended_today: int = 0  # calls of this caller (any motive) the router ended itself today (safeguards)
 
 
 @dataclass(frozen=True, slots=True)
