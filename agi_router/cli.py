@@ -88,9 +88,57 @@ def _parser() -> argparse.ArgumentParser:
     ausub = au.add_subparsers(dest="aucmd", required=True, metavar="ACTION")
     ex = ausub.add_parser("explain", help="why a call went where it went")
     ex.add_argument("call_id", help="Asterisk's Uniqueid of the call")
+    rp = sub.add_parser(
+        "replay",
+        help="run policies over a call log (the audit trail, a CSV, or a synthetic day) before one goes live: "
+        "who each one ends, who reaches a person, waits, by caller segment",
+    )
+    rp.add_argument("logs", type=Path, nargs="*", help="audit trail files (*.jsonl) or CSV call logs")
+    rp.add_argument("--policy", type=Path, action="append", help="a policy file (repeat to compare; "
+                    "default: the bundled 2024 policy and its safeguarded version)")  # fmt: skip
+    rp.add_argument("--synth", type=int, metavar="N", help="replay a synthetic weekday of N calls instead")
+    rp.add_argument("--agents", type=int, default=20, help="agents per queue in the queue model (default 20)")
+    rp.add_argument("--handling-s", type=float, default=360.0, help="handling time per call (default 360 s)")
+    rp.add_argument("--patience-s", type=float, default=600.0, help="a caller abandons after this wait (600 s)")
+    rp.add_argument("--out", type=Path, help="write report.md, differences.csv and PNG plots here")
+    rp.add_argument("--seed", type=int, default=3646)
     ps = sub.add_parser("pseudonym", help="print the pseudonym of a number (to find a caller in logs)")
     ps.add_argument("number")
     return p
+
+
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from .motives.catalogue import Catalogue
+    from .policy.config import Policy, default_policy_path, load_policy
+    from .replay import Outcome, QueueModelConfig, read_audit, read_csv, replay, synthetic_day
+    from .replay.report import table, write_report
+
+    if (args.synth is None) == (not args.logs):
+        raise ConfigError("give call logs (audit *.jsonl or CSV files) or --synth N, not both and not neither")
+    if args.agents < 1 or args.handling_s <= 0 or args.patience_s < 0 or (args.synth is not None and args.synth < 1):
+        raise ConfigError("--agents >= 1, --handling-s > 0, --patience-s >= 0, --synth >= 1")
+    catalogue = Catalogue.load(settings.catalogue_file)
+    paths = args.policy or [default_policy_path(), default_policy_path().with_name("policy-3646-safeguarded.toml")]
+    policies = [load_policy(p, catalogue=catalogue) for p in paths]
+    if args.synth is not None:
+        calls = synthetic_day(args.synth, seed=args.seed, catalogue=catalogue, deflectable=policies[0].deflect_motives)
+        source = f"a synthetic weekday of {args.synth} calls (seed {args.seed}; assumed shares, see replay/synth.py)"
+    else:
+        calls = []
+        for log in args.logs:
+            calls += read_audit(log) if log.suffix in (".jsonl", ".json") or ".jsonl." in log.name else read_csv(log)
+        source = f"{len(calls)} calls from {', '.join(str(p) for p in args.logs)}"
+    model = QueueModelConfig(args.agents, args.handling_s, args.patience_s)
+    results: dict[str, tuple[Policy, list[Outcome]]] = {}
+    for p in policies:
+        label = p.label if p.label not in results else f"{p.label}#{len(results)}"
+        results[label] = (p, asyncio.run(replay(calls, p, model)))
+    print(table(results))
+    if args.out is not None:
+        notes = [source, f"queue model: {args.agents} agents per queue, {args.handling_s:g} s per call, "
+                 f"abandon after {args.patience_s:g} s, first come first served"]  # fmt: skip
+        print(f"report: {write_report(args.out, results, notes)}")
+    return 0
 
 
 def _hoist_config(argv: list[str]) -> list[str]:
@@ -149,11 +197,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                 return 0
         asyncio.run(run(settings))
         return 0
+    if args.cmd == "replay":
+        return _replay(args, settings)
     if args.cmd == "directory":
         from .app import make_pseudonymizer
         from .directory.sqlite import import_csv
 
         db = settings.path(settings.directory.sqlite_path)
+
         def progress(rows: int) -> None:  # on a terminal only: logs and pipes get the final line
             print(f"\r{rows:,} rows checked and staged...", end="", file=sys.stderr, flush=True)
 
