@@ -234,6 +234,26 @@ def build() -> dict[str, Any]:
     )
     lay.add(
         timeseries(
+            "Reached a person, by caller segment (1 h)",
+            [("agi_router:person_share_by_segment:rate1h", "{{segment}}")],
+            "percentunit",
+            description="Queued, priority or dissuaded-then-queued, per account segment (alert: a segment's "
+            "exclusion share 1.5x yesterday's).",
+        ),
+        8,
+    )
+    lay.add(
+        timeseries(
+            "Safeguards that changed a decision",
+            [(f"sum by (safeguard) (rate(agi_router_safeguard_triggers_total[{RANGE}])) * 60", "{{safeguard}}")],
+            "cpm",
+            stack=True,
+            description="Router-ended calls a safeguard of the policy sent to a person instead, by safeguard.",
+        ),
+        8,
+    )
+    lay.add(
+        timeseries(
             "Decisions by queue",
             [(f'sum by (queue) (rate(agi_router_decisions_total{{queue!=""}}[{RANGE}])) * 60', "{{queue}}")],
             "cpm",
