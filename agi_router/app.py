@@ -131,11 +131,13 @@ class Router:
         """Load the policy file again; a file that fails validation never replaces the running one."""
         try:
             new = load_policy(self.settings.policy_file, catalogue=self.catalogue)
+            cand_file = self.settings.candidate_policy_file
+            candidate = load_policy(cand_file, catalogue=self.catalogue) if cand_file else None
         except ConfigError as exc:
             log.error("policy reload refused, keeping %s: %s", self.policy.current.label, exc)
             return False
         old = self.policy.current.label
-        self.policy.replace(new)
+        self.policy.replace(new, candidate)
         log.info("policy reloaded: %s -> %s", old, new.label)
         return True
 
@@ -160,7 +162,10 @@ class Router:
 
 def build_router(settings: Settings) -> Router:
     catalogue = Catalogue.load(settings.catalogue_file)
-    policy = PolicyHolder(load_policy(settings.policy_file, catalogue=catalogue))
+    candidate = (
+        load_policy(settings.candidate_policy_file, catalogue=catalogue) if settings.candidate_policy_file else None
+    )
+    policy = PolicyHolder(load_policy(settings.policy_file, catalogue=catalogue), candidate, settings.candidate_share)
     pseudo = make_pseudonymizer(settings)
     ds = settings.directory
     directory: AccountDirectory

@@ -29,6 +29,7 @@ def record_of(r: CallResult) -> dict[str, Any]:
         "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "call_id": r.call_id,
         "caller": r.caller,
+        "arm": r.arm,
         "hung_up": r.hung_up,
         "fallback": r.fallback_reason,
         "errors": r.errors,

@@ -161,6 +161,8 @@ class Settings:
     data_dir: Path = Path("var")
     key_file: Path = Path("pseudonym.key")
     policy_file: Path | None = None  # None: the bundled 2024 policy
+    candidate_policy_file: Path | None = None  # gradual rollout: a second policy for `candidate_share` of callers
+    candidate_share: float = 0.0  # 0..1, sticky per caller (pseudonym)
     catalogue_file: Path | None = None  # None: the bundled catalogue
     audit_file: Path = Path("audit/decisions.jsonl")
     audit_max_mb: int = 50  # rotate the audit file at this size
@@ -196,6 +198,12 @@ def load_settings(path: Path | None = None) -> Settings:
     data_dir = Path(root.get("data_dir", str, str(d.data_dir)))
     key_file = Path(root.get("key_file", str, str(d.key_file)))
     policy_file = root.get("policy_file", str, "")
+    candidate_file = root.get("candidate_policy_file", str, "")
+    candidate_share = float(root.get("candidate_share", float, 0.0))
+    if not 0.0 <= candidate_share <= 1.0:
+        raise root.err("candidate_share", f"a share of callers between 0 and 1, not {candidate_share}")
+    if candidate_share > 0 and not candidate_file:
+        raise root.err("candidate_share", "set candidate_policy_file too (the policy those callers get)")
     catalogue_file = root.get("catalogue_file", str, "")
     audit_file = Path(root.get("audit_file", str, str(d.audit_file)))
     audit_max_mb = root.int_range("audit_max_mb", 1, 10000, d.audit_max_mb)
@@ -353,6 +361,8 @@ def load_settings(path: Path | None = None) -> Settings:
         data_dir=data_dir,
         key_file=key_file,
         policy_file=Path(policy_file) if policy_file else None,
+        candidate_policy_file=Path(candidate_file) if candidate_file else None,
+        candidate_share=candidate_share,
         catalogue_file=Path(catalogue_file) if catalogue_file else None,
         audit_file=audit_file,
         audit_max_mb=audit_max_mb,

@@ -182,6 +182,7 @@ def test_no_metric_has_a_per_caller_label(full_metrics: RouterMetrics) -> None:
         "version",
         "kind",
         "direction",
+        "arm",
         "catalogue",
         "le",
     }

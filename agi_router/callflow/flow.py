@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import sqlite3
 import time
@@ -47,14 +48,33 @@ decisions_log = logging.getLogger("agi_router.decision")
 
 
 class PolicyHolder:
-    """The running policy. ``replace`` swaps it atomically; a bad file never gets here because
-    it fails validation first (see ``agi_router.app``)."""
+    """The running policy, and optionally a candidate for a gradual rollout. ``replace`` swaps them
+    atomically; a bad file never gets here because it fails validation first (see ``agi_router.app``).
 
-    def __init__(self, policy: Policy) -> None:
-        self.current = policy
+    Rollout: a ``share`` of callers (0..1) is decided by the candidate, chosen by their pseudonym, so a caller
+    stays on the same arm from one call to the next (repeat rules stay consistent) and the live comparison
+    matches a replay of the two policies. Withheld numbers stay on the current policy."""
 
-    def replace(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, candidate: Policy | None = None, share: float = 0.0) -> None:
         self.current = policy
+        self.candidate = candidate
+        self.share = share if candidate is not None else 0.0
+
+    def replace(self, policy: Policy, candidate: Policy | None = None) -> None:
+        self.current = policy
+        if candidate is not None:
+            self.candidate = candidate
+
+    def for_caller(self, caller: str) -> tuple[Policy, str]:
+        """The policy deciding this caller's calls, and its arm: ``current`` or ``candidate``."""
+        if self.candidate is not None and self.share > 0 and caller != WITHHELD and arm_point(caller) < self.share:
+            return self.candidate, "candidate"
+        return self.current, "current"
+
+
+def arm_point(caller: str) -> float:
+    """A caller's fixed point in [0, 1): a hash of the pseudonym (already keyed: nothing to learn from it)."""
+    return int.from_bytes(hashlib.sha256(b"rollout:" + caller.encode()).digest()[:8], "big") / 2**64
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +101,7 @@ class CallResult:
     decision_latency_s: float | None = None
     speech_to_route_s: float | None = None  # end of speech (endpointer) -> ROUTER_DONE written
     facts: CallFacts | None = None  # what the policy was given (for the audit trail)
+    arm: str = "current"  # gradual rollout: which policy decided (current | candidate)
     errors: list[str] = field(default_factory=list)
     sms: str | None = None  # "sent" or "failed" when the decision included an SMS
     speech_rounds: list[SpeechRound] = field(default_factory=list)  # live-audio rounds, in order
@@ -192,7 +213,7 @@ class CallFlow:
         result: CallResult,
     ) -> Decision:
         t0 = time.perf_counter()
-        policy = self.policy.current
+        policy, result.arm = self.policy.for_caller(caller)
         cfg = self.config
         try:
             async with asyncio.timeout(cfg.decision_budget):

@@ -92,6 +92,12 @@ class RouterMetrics:
         self.decisions = Counter(
             p + "decisions", "Routing decisions", ["action", "queue", "segment", "motive"], registry=r
         )
+        self.decisions_by_arm = Counter(
+            p + "policy_arm_decisions",
+            "Decisions by rollout arm (current policy | candidate), action and segment",
+            ["arm", "action", "segment"],
+            registry=r,
+        )
         self.rules = Counter(p + "policy_rules", "Decisions by the policy rule that decided", ["rule"], registry=r)
         self.repeat_hangups = Counter(
             p + "repeat_hangups", "Repeat callers hung up on (same motive within the window)", registry=r
@@ -193,6 +199,7 @@ class RouterMetrics:
         if d is not None:
             self.calls.labels("decided").inc()
             self.decisions.labels(d.action.value, d.queue or "", d.segment.value, d.motive_id or "none").inc()
+            self.decisions_by_arm.labels(result.arm, d.action.value, d.segment.value).inc()
             self.rules.labels(d.rule).inc()
             if d.action is Action.HANGUP:
                 self.repeat_hangups.inc()
