@@ -14,6 +14,7 @@ import redis
 from agi_router.callbacks.redis_store import RedisCallbackStore
 from agi_router.exceptions import StateStoreError
 from tests.conftest import _free_port
+from tests.fakeasterisk import FakeChannel
 
 KEY = b"callback-test-key-0123456789"
 NUMBER = "+33612345678"
@@ -101,10 +102,8 @@ def test_redis_down_is_a_state_store_error_within_the_budget() -> None:
     assert time.monotonic() - t0 < 2.0
 
 
-async def test_a_callback_that_cannot_be_recorded_is_never_promised(
-    mini_policy: object, pseudonymizer: object
-) -> None:
-    """Redis down when the caller presses 1: no "we will call you back", the caller keeps the queue."""
+async def _accept_callback_on_a_saturated_queue(store: object, policy: object, pseudonymizer: object) -> FakeChannel:
+    """One caller on a saturated skill queue presses 1 at the callback offer; ``store`` records (or not)."""
     from datetime import UTC, date, datetime
 
     from agi_router.agi.server import AGIServer, AGIServerConfig
@@ -113,26 +112,31 @@ async def test_a_callback_that_cannot_be_recorded_is_never_promised(
     from agi_router.policy.model import AccountFacts, QueueSnapshot
     from agi_router.state.memory import InMemoryCallerMemory
     from tests.doubles import StubDirectory
-    from tests.fakeasterisk import FakeChannel, run_call
+    from tests.fakeasterisk import run_call
 
-    dead = RedisCallbackStore(KEY, f"redis://127.0.0.1:{_free_port()}/0", timeout=0.1)
     full = QueueSnapshot("droits", waiting=50, available_agents=0, logged_in_agents=2)
     flow = CallFlow(
-        policy=PolicyHolder(mini_policy),  # type: ignore[arg-type]
+        policy=PolicyHolder(policy),  # type: ignore[arg-type]
         directory=StubDirectory(everyone=AccountFacts(True, True, date(2026, 11, 1))),
         memory=InMemoryCallerMemory(),
         pseudonymizer=pseudonymizer,  # type: ignore[arg-type]
         capture=HintCapture(),
         clock=lambda: datetime(2026, 11, 24, 10, 0, tzinfo=UTC),
         queue_state=lambda q: full,
-        callbacks=dead,
+        callbacks=store,  # type: ignore[arg-type]
     )
     server = AGIServer({"3646": flow}, AGIServerConfig(port=0))
     await server.start()
     try:
-        ch = await run_call("127.0.0.1", server.sockets[0][1], FakeChannel(args=["carte_vitale_perdue"], dtmf=["1"]))
+        return await run_call("127.0.0.1", server.sockets[0][1], FakeChannel(args=["carte_vitale_perdue"], dtmf=["1"]))
     finally:
         await server.close()
+
+
+async def test_a_callback_that_cannot_be_recorded_is_never_promised(mini_policy: object, pseudonymizer: object) -> None:
+    """Redis down when the caller presses 1: no "we will call you back", the caller keeps the queue."""
+    dead = RedisCallbackStore(KEY, f"redis://127.0.0.1:{_free_port()}/0", timeout=0.1)
+    ch = await _accept_callback_on_a_saturated_queue(dead, mini_policy, pseudonymizer)
     assert 'GET DATA "router/callback-offer" "6000" "1"' in ch.commands
     assert (ch.variables["ROUTER_ACTION"], ch.variables["ROUTER_QUEUE"], ch.variables["ROUTER_PROMPTS"]) == (
         "queue",
@@ -147,39 +151,17 @@ async def test_a_full_disk_under_the_sqlite_store_never_promises_a_callback(
 ) -> None:
     """One router, SQLite store, disk full as the caller presses 1: no promise, the caller keeps the queue."""
     import sqlite3
-    from datetime import UTC, date, datetime
 
-    from agi_router.agi.server import AGIServer, AGIServerConfig
     from agi_router.callbacks.store import CallbackStore
-    from agi_router.callflow.capture import HintCapture
-    from agi_router.callflow.flow import CallFlow, PolicyHolder
-    from agi_router.policy.model import AccountFacts, QueueSnapshot
-    from agi_router.state.memory import InMemoryCallerMemory
-    from tests.doubles import StubDirectory
-    from tests.fakeasterisk import FakeChannel, run_call
 
     class FullDisk(CallbackStore):
         def add(self, **kw: object) -> int:  # type: ignore[override]
             raise sqlite3.OperationalError("database or disk is full")
 
     store = FullDisk(tmp_path / "cb.sqlite3", KEY)
-    full = QueueSnapshot("droits", waiting=50, available_agents=0, logged_in_agents=2)
-    flow = CallFlow(
-        policy=PolicyHolder(mini_policy),  # type: ignore[arg-type]
-        directory=StubDirectory(everyone=AccountFacts(True, True, date(2026, 11, 1))),
-        memory=InMemoryCallerMemory(),
-        pseudonymizer=pseudonymizer,  # type: ignore[arg-type]
-        capture=HintCapture(),
-        clock=lambda: datetime(2026, 11, 24, 10, 0, tzinfo=UTC),
-        queue_state=lambda q: full,
-        callbacks=store,
-    )
-    server = AGIServer({"3646": flow}, AGIServerConfig(port=0))
-    await server.start()
     try:
-        ch = await run_call("127.0.0.1", server.sockets[0][1], FakeChannel(args=["carte_vitale_perdue"], dtmf=["1"]))
+        ch = await _accept_callback_on_a_saturated_queue(store, mini_policy, pseudonymizer)
     finally:
-        await server.close()
         store.close()
     assert (ch.variables["ROUTER_ACTION"], ch.variables["ROUTER_PROMPTS"]) == ("queue", "")
     assert "callback.unavailable" in ch.variables["ROUTER_REASON"]
