@@ -154,11 +154,22 @@ async def test_a_full_disk_under_the_sqlite_store_never_promises_a_callback(
 
     from agi_router.callbacks.store import CallbackStore
 
-    class FullDisk(CallbackStore):
-        def add(self, **kw: object) -> int:  # type: ignore[override]
-            raise sqlite3.OperationalError("database or disk is full")
+    class FullDisk:
+        """The store's SQLite connection on a full disk: every write fails as SQLite says it."""
 
-    store = FullDisk(tmp_path / "cb.sqlite3", KEY)
+        def __init__(self, real: sqlite3.Connection) -> None:
+            self.real = real
+
+        def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+            if sql.lstrip().upper().startswith(("INSERT", "UPDATE")):
+                raise sqlite3.OperationalError("database or disk is full")
+            return self.real.execute(sql, *args)  # type: ignore[arg-type]
+
+        def close(self) -> None:
+            self.real.close()
+
+    store = CallbackStore(tmp_path / "cb.sqlite3", KEY)
+    store._db = FullDisk(store._db)  # type: ignore[assignment]
     try:
         ch = await _accept_callback_on_a_saturated_queue(store, mini_policy, pseudonymizer)
     finally:

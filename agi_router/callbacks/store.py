@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..exceptions import ConfigError
+from ..exceptions import ConfigError, StateStoreError
 from ..privacy import private_file
 
 __all__ = ["Callback", "CallbackRecords", "CallbackStore"]
@@ -107,20 +107,25 @@ class CallbackStore:
         return self._aead.decrypt(blob[:12], blob[12:], None).decode()
 
     def add(self, *, call_id: str, caller: str, number: str, queue: str, motive: str, now: float) -> int:
-        """Record an accepted callback; a caller already waiting for one in that queue keeps the first."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT id FROM callbacks WHERE caller=? AND queue=? AND status IN ('pending','placing')",
-                (caller, queue),
-            ).fetchone()
-            if row is not None:
-                return int(row[0])
-            cur = self._db.execute(
-                "INSERT INTO callbacks (created_at, call_id, caller, number, queue, motive, next_attempt_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (now, call_id, caller, self._seal(number), queue, motive, now),
-            )
-            return int(cur.lastrowid or 0)
+        """Record an accepted callback; a caller already waiting for one in that queue keeps the first.
+        Raises :class:`~agi_router.exceptions.StateStoreError` when SQLite cannot (disk full, file gone):
+        the caller is then never promised a call (the same contract as the Redis store)."""
+        try:
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT id FROM callbacks WHERE caller=? AND queue=? AND status IN ('pending','placing')",
+                    (caller, queue),
+                ).fetchone()
+                if row is not None:
+                    return int(row[0])
+                cur = self._db.execute(
+                    "INSERT INTO callbacks (created_at, call_id, caller, number, queue, motive, next_attempt_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (now, call_id, caller, self._seal(number), queue, motive, now),
+                )
+                return int(cur.lastrowid or 0)
+        except sqlite3.Error as exc:
+            raise StateStoreError(f"callback store (SQLite) could not record a callback: {exc}") from None
 
     def _row(self, r: tuple[Any, ...]) -> Callback:
         return Callback(

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
@@ -298,7 +297,7 @@ class CallFlow:
                 motive=motive.motive_id or "",
                 now=time.time(),
             )
-        except (StateStoreError, sqlite3.Error, OSError) as exc:  # not recorded: never promise it
+        except StateStoreError as exc:  # not recorded (either store): never promise it
             log.warning("callback for %s (%s) not recorded: %s; keeps the queue", session.env.uniqueid, caller, exc)
             reasons = (*decision.reasons, "callback.unavailable")
             return replace(decision, action=Action.QUEUE, prompts=(), reasons=reasons)
