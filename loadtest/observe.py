@@ -19,6 +19,9 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 
+from agi_router.ami.protocol import MessageParser, encode_action
+from agi_router.exceptions import AMIProtocolError
+
 from .report import Sample
 
 __all__ = ["AmiWatch", "ChannelSeen", "MetricsWatch", "histogram_quantile"]
@@ -52,9 +55,8 @@ class AmiWatch(threading.Thread):
         try:
             with socket.create_connection(self.addr, timeout=5) as sock:
                 sock.settimeout(0.5)
-                login = f"Action: Login\r\nUsername: {self.user}\r\nSecret: {self.secret}\r\nActionID: w\r\n\r\n"
-                sock.sendall(login.encode())
-                buf = b""
+                sock.sendall(encode_action("Login", {"Username": self.user, "Secret": self.secret, "ActionID": "w"}))
+                parser = MessageParser()  # the router's own AMI framing (banner, CRLF or LF, size limit)
                 while not self._halt.is_set():
                     try:
                         chunk = sock.recv(65536)
@@ -63,12 +65,12 @@ class AmiWatch(threading.Thread):
                     if not chunk:
                         self.error = self.error or "AMI closed the connection"
                         return
-                    buf += chunk
-                    while b"\r\n\r\n" in buf:
-                        raw, buf = buf.split(b"\r\n\r\n", 1)
-                        msg = dict(line.partition(": ")[::2] for line in raw.decode(errors="replace").split("\r\n"))
-                        self._on(msg)
-        except OSError as exc:
+                    for msg in parser.feed(chunk):
+                        first: dict[str, str] = {}
+                        for k, v in msg.pairs:
+                            first.setdefault(k, v)
+                        self._on(first)
+        except (OSError, AMIProtocolError) as exc:
             self.error = f"AMI {self.addr[0]}:{self.addr[1]}: {exc}"
             self.ready.set()
 

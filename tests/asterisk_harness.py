@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import time
@@ -234,3 +235,14 @@ class AMI:
             self.send({"Action": "Logoff"})
         finally:
             self.sock.close()
+
+
+def stop_router(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a router process (its clean shutdown), SIGKILL it after 10 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from agi_router.policy.config import default_policy_path
-from tests.asterisk_harness import AMI, AsteriskInstance, free_port, start, write_config
+from tests.asterisk_harness import AMI, AsteriskInstance, free_port, start, stop_router, write_config
 from tests.audio import have_tts, speak, write_wav
 
 BINARY = os.environ.get("AGI_ROUTER_ASTERISK", "")
@@ -135,12 +135,7 @@ def _ship(root: Path, whisper_dir: Path, extra: str = "") -> Iterator[Shipped]:
     finally:
         ami.close()
         ast.stop()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_router(proc)
         if proc.stderr is not None:
             proc.stderr.close()
 

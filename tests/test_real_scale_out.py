@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from agi_router.policy.config import default_policy_path
-from tests.asterisk_harness import AMI, AsteriskInstance, free_port, start, write_config
+from tests.asterisk_harness import AMI, AsteriskInstance, free_port, start, stop_router, write_config
 from tests.test_real_callers_path import BINARY
 
 pytestmark = [
@@ -143,12 +143,7 @@ def pair(tmp_path: Path, redis_server: str) -> Iterator[Pair]:
         yield Pair(ast, ami, routers, agi_ports, metrics_ports, var_dirs)
     finally:  # nothing left running, whatever failed
         for r in routers:
-            if r.poll() is None:
-                r.send_signal(signal.SIGTERM)
-                try:
-                    r.wait(10)
-                except subprocess.TimeoutExpired:
-                    r.kill()
+            stop_router(r)
         if ami is not None:
             ami.close()
         ast.stop()
