@@ -131,7 +131,14 @@ async def test_loss_reordering_and_garbage_on_the_leg(rig: Rig) -> None:
 
 
 async def test_caller_hangs_up_during_capture(rig: Rig) -> None:
-    rig.pbx.rounds = [CallerScript(audio=speak("allô"), hang_up_after_s=0.2)]
+    # they hang up mid-sentence (the last packet they send is voiced), so end of speech cannot be declared
+    # before the hang-up: that needs a 500 ms voiceless hangover. (Hanging up 0.2 s after a short "allô"
+    # raced the hangover and was lost on a loaded CI machine.)
+    pcm = speak(SENTENCE)
+    start, end = speech_bounds_ms(pcm)
+    cut = int((start + end) / 2 * 8)
+    assert start < end and np.abs(pcm[cut - 160 : cut].astype(np.int32)).max() > 1000  # still speaking at the cut
+    rig.pbx.rounds = [CallerScript(audio=pcm[:cut], hang_up_after_s=0.0)]
     ch = await rig.call()
     assert "ROUTER_DONE" not in ch.variables
     assert rig.results[-1].hung_up
