@@ -47,6 +47,8 @@ def record_of(r: CallResult) -> dict[str, Any]:
             "level": m.level or None,
             "heard": m.heard,
             "parts": list(m.parts),
+            "language": m.language or None,
+            "failed_captures": m.failed_captures,
         }
     if f is not None:
         rec["inputs"] = {
@@ -86,6 +88,7 @@ def record_of(r: CallResult) -> dict[str, Any]:
 
 
 log = logging.getLogger(__name__)
+
 
 class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
     """The trail's files: each one (the current one and every rotation) created 0600, since pseudonyms are

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @needs_tts
+@pytest.mark.timeout(300)  # ~40 s idle; the run's own subprocess limit (240 s) must be the one that speaks
 def test_smoke_profile_against_a_live_router(tmp_path: Path, whisper_dir: Path) -> None:
     out = tmp_path / "report"
     r = subprocess.run(

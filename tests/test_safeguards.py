@@ -66,6 +66,8 @@ def call_facts(draw: st.DrawFn) -> CallFacts:
             draw(st.sampled_from([1.0, 0.95, 0.5])),
             draw(st.sampled_from(["dtmf", "speech", "variable"])),
             human_requested=draw(st.booleans()) and draw(st.booleans()),
+            language=draw(st.sampled_from(["", "fr", "en", "ar"])),
+            failed_captures=draw(st.integers(0, 3)),
         ),
         now=NOW,
         history=history,
@@ -84,6 +86,9 @@ def _with(**kw: object) -> Policy:
 def test_the_safeguarded_policy_only_ever_turns_a_router_ended_call_into_the_queue(facts: CallFacts) -> None:
     before, after = decide(P2024, facts), decide(SAFE, facts)
     if not before.action.hangs_up:
+        if after.rule == "safeguard.failed_capture":  # the same person, said why
+            assert before.rule == "motive.none"
+            before = dataclasses.replace(before, rule=after.rule, reasons=after.reasons)
         assert after == dataclasses.replace(before, policy_version=after.policy_version)  # nothing else moves
     elif after != dataclasses.replace(before, policy_version=after.policy_version):
         assert after.action is Action.QUEUE and after.rule.startswith("safeguard.")
@@ -91,6 +96,8 @@ def test_the_safeguarded_policy_only_ever_turns_a_router_ended_call_into_the_que
     exempt = bool(facts.account.flags & SAFE.safeguards.exempt_flags)
     if exempt or facts.ended_today >= SAFE.safeguards.daily_cap:
         assert not after.action.hangs_up  # never ends the call of an exempt caller, nor beyond the cap
+    if facts.motive.language not in ("", "fr"):
+        assert after.action is not Action.DEFLECT  # never a French message to someone heard in another language
 
 
 @FUZZ
@@ -98,6 +105,7 @@ def test_the_safeguarded_policy_only_ever_turns_a_router_ended_call_into_the_que
 def test_each_safeguard_changes_exactly_the_decisions_it_should(facts: CallFacts) -> None:
     base = decide(P2024, facts)
     ends = base.action.hangs_up
+    foreign = facts.motive.language not in ("", "fr")
     flags, who = frozenset({"css", "ald"}), "c-" + "a" * 24
     cases = {
         "exempt_flag": (_with(exempt_flags=flags), ends and bool(facts.account.flags & flags)),
@@ -108,6 +116,7 @@ def test_each_safeguard_changes_exactly_the_decisions_it_should(facts: CallFacts
             _with(require_alternative=True),
             ends and not (base.action is Action.DEFLECT and base.sms_template),
         ),
+        "other_language": (_with(other_language=True), base.action is Action.DEFLECT and foreign),
     }
     for name, (policy, should) in cases.items():
         d = decide(policy, facts)
@@ -115,12 +124,19 @@ def test_each_safeguard_changes_exactly_the_decisions_it_should(facts: CallFacts
         assert changed == should, (name, base, d)
         if changed:
             assert (d.action, d.rule) == (Action.QUEUE, f"safeguard.{name}")
+    # the failed-capture safeguard acts in the dialogue (no further try); the decision only says why: the same
+    # person as rule motive.none, and nothing else moves
+    d = decide(_with(person_after_failed_captures=2), facts)
+    relabelled = base.rule == "motive.none" and not facts.motive.motive_id and facts.motive.failed_captures >= 2
+    assert d.rule == ("safeguard.failed_capture" if relabelled else base.rule)
+    assert (d.action, d.queue, d.priority) == (base.action, base.queue, base.priority)
 
 
 def test_the_bundled_policies_side_by_side() -> None:
     assert not P2024.safeguards.enabled  # the faithful 2024 rules, unchanged
     g = SAFE.safeguards
     assert g.enabled and g.daily_cap == 2 and g.require_alternative and g.dtmf_fallback
+    assert g.other_language and g.person_after_failed_captures == 2 and SAFE.language == "fr"
     assert {"css", "ald", "handicap", "accompagnement"} <= g.exempt_flags
     assert SAFE.label.startswith("3646-2024-safeguarded@1+")
 
@@ -131,6 +147,8 @@ def test_the_bundled_policies_side_by_side() -> None:
         ('exempt_callers = ["0612345678"]', "a pseudonym c-<24 hex>"),
         ('exempt_flags = ["CSS"]', "directory flags are lower-case"),
         ("daily_cap = 1000", "daily_cap"),
+        ("person_after_failed_captures = 9", "person_after_failed_captures"),
+        ('other_language = "yes"', "other_language"),
         ("colour = 1", "unknown key(s): colour"),
     ],
 )

@@ -5,6 +5,8 @@ whisper tests cover recognition)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -17,7 +19,7 @@ from agi_router.callflow.legs import LegRegistry
 from agi_router.callflow.speech import Recognition, SpeechCapture, SpeechConfig
 from agi_router.media.rtp import PortPool
 from agi_router.motives.catalogue import Catalogue
-from agi_router.policy.config import Policy
+from agi_router.policy.config import Policy, Safeguards
 from agi_router.privacy import Pseudonymizer
 from agi_router.speech.endpointer import EndpointerConfig
 from tests.audio import needs_tts, silence, speak, speech_bounds_ms
@@ -55,12 +57,28 @@ class Rig:
     results: list[CallResult]
 
     async def call(self, **kw: object) -> FakeChannel:
-        ch = FakeChannel(callerid="0612345678", dial_handler=self.pbx.dial, **kw)  # type: ignore[arg-type]
+        kw.setdefault("callerid", "0612345678")
+        ch = FakeChannel(dial_handler=self.pbx.dial, **kw)  # type: ignore[arg-type]
         return await run_call("127.0.0.1", self.port, ch, timeout=30)
 
 
 @pytest.fixture
 async def rig(mini_policy: Policy, mini_catalogue: Catalogue, pseudonymizer: Pseudonymizer) -> AsyncIterator[Rig]:
+    async with _rig(mini_policy, mini_catalogue, pseudonymizer) as r:
+        yield r
+
+
+@pytest.fixture
+async def safe_rig(mini_policy: Policy, mini_catalogue: Catalogue, pseudonymizer: Pseudonymizer) -> AsyncIterator[Rig]:
+    """The same, on a policy with the two dialogue safeguards of the bundled safeguarded policy."""
+    g = Safeguards(other_language=True, person_after_failed_captures=2)
+    async with _rig(dataclasses.replace(mini_policy, safeguards=g), mini_catalogue, pseudonymizer) as r:
+        yield r
+
+
+@contextlib.asynccontextmanager
+async def _rig(policy: Policy, mini_catalogue: Catalogue, pseudonymizer: Pseudonymizer) -> AsyncIterator[Rig]:
+    mini_policy = policy
     recognizer = ScriptedRecognizer([Recognition("attestation_droits", 0.92, "releve_remboursements")])
     prompt = speak("dites la raison de votre appel en quelques mots", "fr+f2")
     cfg = SpeechConfig(no_input_ms=1500, endpointer=EndpointerConfig(hangover_ms=500))
@@ -110,6 +128,32 @@ async def test_no_input_twice_then_dtmf_menu_then_human(rig: Rig) -> None:
     assert len(rig.pbx.legs) == 2 and all(o.no_input for o in rig.speech.rounds[-2:])
     assert any(c.startswith('GET DATA "router/menu-skills"') for c in ch.commands)
     assert (ch.variables["ROUTER_QUEUE"], ch.variables["ROUTER_RULE"]) == ("accueil", "motive.none")
+
+
+async def test_safeguard_two_failed_captures_reach_a_person_without_the_menu(safe_rig: Rig) -> None:
+    rig = safe_rig
+    rig.recognizer.answers = [Recognition(None, 0.2)]
+    rig.pbx.rounds = [CallerScript(), CallerScript(audio=np.concatenate([speak("euh le truc"), silence(1200)]))]
+    ch = await rig.call()
+    assert len(rig.pbx.legs) == 2  # silence, then a sentence not understood
+    assert not any("router/menu-skills" in c for c in ch.commands)  # no DTMF menu as a third test
+    assert (ch.variables["ROUTER_QUEUE"], ch.variables["ROUTER_RULE"]) == ("accueil", "safeguard.failed_capture")
+    r = rig.results[-1]
+    assert r.motive is not None and r.motive.failed_captures == 2
+
+
+async def test_safeguard_a_caller_heard_in_another_language_is_not_deflected(safe_rig: Rig) -> None:
+    rig = safe_rig
+    utterance = np.concatenate([speak(SENTENCE), silence(1500)])
+    rig.recognizer.answers = [Recognition("attestation_droits", 0.92, language="en")]
+    rig.pbx.rounds = [CallerScript(audio=utterance)]
+    ch = await rig.call()
+    assert (ch.variables["ROUTER_ACTION"], ch.variables["ROUTER_RULE"]) == ("queue", "safeguard.other_language")
+    rig.recognizer.answers = [Recognition("attestation_droits", 0.92, language="fr")]
+    rig.pbx.rounds = [CallerScript(audio=utterance)]
+    ch = await rig.call(uniqueid="2", callerid="0698765432")
+    assert ch.variables["ROUTER_ACTION"] == "deflect"  # heard in French: the 2024 rule applies
+    assert [r.motive.language for r in rig.results if r.motive] == ["en", "fr"]
 
 
 async def test_dtmf_during_capture_goes_to_the_menu_with_the_digit(rig: Rig) -> None:

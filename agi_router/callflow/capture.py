@@ -64,6 +64,14 @@ class CallContext:
     fallback_started_at: float | None = None
     budget_exhausted: bool = False  # a step was skipped because it would overrun the deadline
     sample: bool | None = None  # opt-in audio sampling: decided once per call (consent + share)
+    failed_captures: int = 0  # sentences not understood (or a "no" to the confirmation), menus not answered
+    person_after_failures: int = 0  # safeguard: a person once failed_captures reaches this (0: off)
+    heard_language: str = ""  # the language the caller's last sentence was heard in ("" when none)
+
+    def failed(self) -> bool:
+        """Count one failed capture; True when the policy's safeguard says: no further try, a person now."""
+        self.failed_captures += 1
+        return bool(self.person_after_failures) and self.failed_captures >= self.person_after_failures
 
     def start_fallback(self, budget_s: float, at: float | None = None) -> None:
         """The caller was not understood (or there was nothing to understand them with): from now on
@@ -153,6 +161,7 @@ class DTMFMenuCapture:
         skills = self.catalogue.skill_by_dtmf
         digit = await self._ask(session, cfg.skills_prompt, set(skills) | {cfg.human_digit}, call)
         if digit is None:
+            call.failed()
             return MotiveFacts(None, 0.0, "dtmf")
         skill = skills.get(digit)
         if digit == cfg.human_digit and (skill is None or skill.key == "general"):

@@ -158,7 +158,15 @@ class CallFlow:
             async with asyncio.timeout(self.config.call_deadline):
                 if self.config.answer:
                     await session.answer()
+                g = self.policy.for_caller(caller)[0].safeguards
+                ctx.person_after_failures = g.person_after_failed_captures
                 motive = await self.capture.capture(session, ctx) or MotiveFacts(None)
+                if ctx.failed_captures or ctx.heard_language:
+                    motive = replace(
+                        motive,
+                        failed_captures=ctx.failed_captures,
+                        language=motive.language or ctx.heard_language,
+                    )
                 result.motive = motive
                 result.decision = await self._decide(session, caller, e164, motive, account_task, result)
                 if ctx.speech_ended_at is not None:

@@ -76,9 +76,10 @@ class Recognition:
     human_requested: bool = False
     understanding: Understanding | None = None  # the understander's full answer (levels, parts)
     reply: str = ""  # confirmation turn: "yes" | "no" | "person" | "" (not understood)
+    language: str = ""  # the language the recogniser heard (ISO 639-1), "" when it does not say
 
     @classmethod
-    def of(cls, u: Understanding) -> Recognition:
+    def of(cls, u: Understanding, language: str = "") -> Recognition:
         facts = u.facts()
         return cls(
             facts.motive_id if facts is not None else None,
@@ -87,6 +88,7 @@ class Recognition:
             u.text,
             human_requested=u.person,
             understanding=u,
+            language=language,
         )
 
     def facts(self) -> MotiveFacts:
@@ -242,6 +244,8 @@ class SpeechCapture:
                 call.pending_digits = outcome.digits
                 return None
             r = outcome.recognition
+            if r is not None and r.language:
+                call.heard_language = r.language
             if r is not None and (r.motive_id or r.human_requested):
                 call.speech_ended_at = outcome.speech_end_at
                 return r.facts()
@@ -256,6 +260,9 @@ class SpeechCapture:
                     return None
                 if confirmed is not None or call.pending_digits:
                     return confirmed
+            if call.failed():  # the policy's safeguard: no re-prompt, no menu, a person now
+                log.info("%s not understood %d times: a person", call.call_id, call.failed_captures)
+                return MotiveFacts(None, 0.0, "speech")
         return None
 
     async def _confirm(self, session: AGISession, call: CallContext, u: Understanding) -> MotiveFacts | None:

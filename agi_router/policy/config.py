@@ -51,11 +51,21 @@ class Safeguards:
     daily_cap: int = 0  # router-ended calls per caller per day, after which a person answers (0: no cap)
     require_alternative: bool = False  # no hang-up without an alternative given (an SMS link): else queue
     dtmf_fallback: bool = False  # callers on the DTMF menu (speech failed or unavailable) are not deflected
+    other_language: bool = False  # callers heard speaking another language than the line's are not deflected
+    # after this many failed captures (sentences not understood, a menu not answered) a person, at once: no
+    # further re-prompt or menu (0: the dialogue's own budget decides)
+    person_after_failed_captures: int = 0
 
     @property
     def enabled(self) -> bool:
         return bool(
-            self.exempt_flags or self.exempt_callers or self.daily_cap or self.require_alternative or self.dtmf_fallback
+            self.exempt_flags
+            or self.exempt_callers
+            or self.daily_cap
+            or self.require_alternative
+            or self.dtmf_fallback
+            or self.other_language
+            or self.person_after_failed_captures
         )
 
 
@@ -98,6 +108,7 @@ class Policy:
     saturation_prompts: tuple[str, ...]
     catalogue: Catalogue = field(repr=False, compare=False)
     safeguards: Safeguards = Safeguards()
+    language: str = "fr"  # the line's language (ISO 639-1): what its messages are recorded in
 
     @property
     def label(self) -> str:
@@ -201,6 +212,9 @@ def parse_policy(text: str, *, file: str = "<policy>", catalogue: Catalogue | No
         tz = ZoneInfo(tzname)
     except (ZoneInfoNotFoundError, ValueError):
         raise p.err("timezone", f"unknown time zone {tzname!r}") from None
+    language = p.get("language", str, "fr")
+    if not re.fullmatch(r"[a-z]{2}", language):
+        raise p.err("language", f'{language!r}: a two-letter ISO 639-1 code such as "fr"')
     p.finish()
 
     a = _table(root, "account")
@@ -311,6 +325,8 @@ def parse_policy(text: str, *, file: str = "<policy>", catalogue: Catalogue | No
         daily_cap=g.int_range("daily_cap", 0, 100, 0),
         require_alternative=g.get("require_alternative", bool, False),
         dtmf_fallback=g.get("dtmf_fallback", bool, False),
+        other_language=g.get("other_language", bool, False),
+        person_after_failed_captures=g.int_range("person_after_failed_captures", 0, 5, 0),
     )
     if safeguards.daily_cap and memory_hours < 24:
         raise g.err("daily_cap", f"needs [repeat] memory_hours >= 24 (it is {memory_hours}) to count a day")
@@ -355,6 +371,7 @@ def parse_policy(text: str, *, file: str = "<policy>", catalogue: Catalogue | No
         saturation_prompts=sat_prompts,
         catalogue=catalogue,
         safeguards=safeguards,
+        language=language,
     )
 
 

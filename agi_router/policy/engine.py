@@ -8,6 +8,7 @@ Rules, first match wins (each has a stable id, written to the audit trail):
 ``motive.multi``     several requests                                           -> queue (human), or the
                      queue of the most urgent request heard (``[multi] route``)
 ``motive.none``      no motive captured (no input, no match)                    -> queue (human)
+                     (``safeguard.failed_capture`` when the safeguard stopped the dialogue)
 ``repeat.priority``  N consecutive calls ended by the router, each within the
                      chain gap of the previous one                              -> priority agent
 ``repeat.hangup``    same motive again within the window after a router-ended
@@ -116,6 +117,8 @@ def _safeguard(policy: Policy, facts: CallFacts, d: Decision) -> Decision:
         name = "daily_cap"
     elif g.dtmf_fallback and d.action is Action.DEFLECT and facts.motive.method == "dtmf":
         name = "dtmf_fallback"
+    elif g.other_language and d.action is Action.DEFLECT and _other_language(policy, facts.motive.language):
+        name = "other_language"
     elif g.require_alternative and not (d.action is Action.DEFLECT and d.sms_template):
         name = "no_alternative"
     if not name:
@@ -131,6 +134,11 @@ def _safeguard(policy: Policy, facts: CallFacts, d: Decision) -> Decision:
         sms_template=None,
         reasons=(*d.reasons, rule),
     )
+
+
+def _other_language(policy: Policy, language: str) -> bool:
+    """Heard speaking a language other than the line's (the deflection message would not be understood)."""
+    return bool(language) and language != policy.language
 
 
 def _decide(policy: Policy, facts: CallFacts) -> Decision:
@@ -180,6 +188,9 @@ def _decide(policy: Policy, facts: CallFacts) -> Decision:
     if entry is None:
         if mid:
             reasons.append("motive.unknown_id")
+        cap = policy.safeguards.person_after_failed_captures
+        if cap and not mid and motive.failed_captures >= cap:
+            return make(Action.QUEUE, "safeguard.failed_capture", **human)
         return make(Action.QUEUE, "motive.none", **human)
 
     if not facts.withheld:

@@ -73,6 +73,8 @@ class MotiveFacts:
     heard: str | None = None  # speech: the classifier's best exact motive, whatever the level acted on
     level: str = ""  # speech: deflectable | queue | several | confirmed | person ("" for other methods)
     parts: tuple[str, ...] = ()  # several requests: the motive of each one heard, in the order said
+    language: str = ""  # speech: the language the recogniser heard (ISO 639-1), "" when not detected
+    failed_captures: int = 0  # sentences not understood and menus not answered before this result
 
 
 @dataclass(frozen=True, slots=True)

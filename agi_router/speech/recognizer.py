@@ -202,6 +202,12 @@ class WhisperRecognizer:
     with ``await asyncio.to_thread(WhisperRecognizer, ...)`` from a running loop. ``workers`` utterances
     are decoded at once, each with ``cpu_threads`` threads; ``window_s`` is a whole number of seconds
     (1..30). ``language=None`` lets Whisper detect the language (slower; not advised on 8 kHz audio).
+
+    With ``detect_language`` (and greedy decoding), each utterance of one window or less is also given to
+    Whisper's language identifier, on the encoder output the transcription uses (one decoder step: the
+    encoder is not run twice): ``Transcript.language`` is then the language *heard*, the line's language
+    unless its probability is below ``other_language_below`` (then the most probable one). The text is
+    still decoded in the line's language.
     """
 
     def __init__(
@@ -215,6 +221,8 @@ class WhisperRecognizer:
         language: str | None = "fr",
         initial_prompt: str | None = None,
         batch: int = 1,
+        detect_language: bool = True,
+        other_language_below: float = 0.5,
     ) -> None:
         if workers < 1 or cpu_threads < 1 or beam_size < 1 or batch < 1:
             raise ValueError("workers, cpu_threads, beam_size and batch must be >= 1")
@@ -227,6 +235,10 @@ class WhisperRecognizer:
         self.window_s = float(window_s)
         self.language = language
         self.initial_prompt = initial_prompt
+        if not 0.0 <= other_language_below <= 1.0:
+            raise ValueError(f"other_language_below must be a probability, not {other_language_below}")
+        self.detect_language = detect_language and language is not None
+        self.other_language_below = other_language_below
         os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is first imported: it reads it once
         from faster_whisper import WhisperModel  # type: ignore[import-untyped]  # heavy: only when used
 
@@ -330,7 +342,7 @@ class WhisperRecognizer:
         utterance keeps its own token cap: the batch decodes up to the largest and each result is cut to
         its own (greedy decoding makes the cut one the sequential result).
         """
-        if len(batch) == 1 or self.beam_size != 1:
+        if self.beam_size != 1 or (len(batch) == 1 and not self.detect_language):
             return [self._decode(x) for x in batch]
         model = self._model
         fe = model.feature_extractor
@@ -347,7 +359,7 @@ class WhisperRecognizer:
             feats.append(_pad_frames(f[:, : min(frames, content)], frames))
             caps.append(token_cap(audio_s, self.window_s))
             idx.append(i)
-        if len(feats) == 1:
+        if len(feats) == 1 and not self.detect_language:
             out[idx[0]] = self._decode(batch[idx[0]])
         elif feats:
             for i, r in zip(idx, self._generate_batch(np.stack(feats), caps), strict=True):
@@ -364,6 +376,7 @@ class WhisperRecognizer:
         previous = tokenizer.encode(" " + self.initial_prompt.strip()) if self.initial_prompt else []
         prompt = model.get_prompt(tokenizer, previous, without_timestamps=True, prefix=None, hotwords=None)
         encoder_output = model.encode(features)
+        heard = self._heard_languages(encoder_output, len(caps), language)
         results = model.model.generate(
             encoder_output,
             [list(prompt) for _ in caps],
@@ -389,8 +402,20 @@ class WhisperRecognizer:
                 out.append(("", language, -math.inf, 1.0))
                 continue
             text = tokenizer.decode(tokens).strip()
-            out.append((drop_repeats(text), language, float(avg_logprob), no_speech))
+            out.append((drop_repeats(text), heard[len(out)], float(avg_logprob), no_speech))
         return out
+
+    def _heard_languages(self, encoder_output: Any, n: int, language: str) -> list[str]:
+        """The line's language for each utterance, unless Whisper gives it less than ``other_language_below``:
+        then its most probable language. One decoder step on the encoder output already computed."""
+        if not self.detect_language:
+            return [language] * n
+        heard = []
+        for probs in self._model.model.detect_language(encoder_output):
+            p_line = next((p for token, p in probs if token == f"<|{language}|>"), 0.0)
+            top = probs[0][0].strip("<|>") if probs else language
+            heard.append(language if p_line >= self.other_language_below else top)
+        return heard
 
     async def warmup(self) -> None:
         """Decode one second of faint noise once, so the first caller does not pay for lazy initialisation."""
