@@ -30,6 +30,7 @@ def record_of(r: CallResult) -> dict[str, Any]:
         "call_id": r.call_id,
         "caller": r.caller,
         "arm": r.arm,
+        "cohorts": list(r.cohorts),
         "hung_up": r.hung_up,
         "fallback": r.fallback_reason,
         "errors": r.errors,

@@ -113,6 +113,7 @@ def full_metrics(tmp_path: Path) -> Iterator[RouterMetrics]:
     r.fallback_reason, r.errors = "deadline", ["directory: down"]
     r.decision_latency_s = r.speech_to_route_s = 0.01
     r.speech_rounds = [SpeechRound("recognised", 0.9, 0.1, 0.5, True, 0.002)]
+    r.cohorts = ("dtmf_fallback",)
     m.observe_call(r)
     spoken = MotiveFacts("attestation_droits", 0.9, "speech", level="deflectable")
     m.observe_call(CallResult("c2", "p", decision=decision, motive=spoken))
@@ -157,6 +158,7 @@ def test_every_queried_metric_is_exported(full_metrics: RouterMetrics) -> None:
         "agi_router_rtp_packets_total",
         "agi_router_speech_rounds_total",
         "agi_router_safeguard_triggers_total",
+        "agi_router_cohort_decisions_total",
     ):
         assert family in used, family
 
@@ -183,6 +185,7 @@ def test_no_metric_has_a_per_caller_label(full_metrics: RouterMetrics) -> None:
         "kind",
         "direction",
         "arm",
+        "cohort",
         "catalogue",
         "le",
     }

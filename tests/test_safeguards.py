@@ -190,3 +190,21 @@ async def test_the_daily_cap_through_the_call_flow(tmp_path: Path, pseudonymizer
     finally:
         await server.close()
     assert rules == ["deflect.simple", "deflect.simple", "safeguard.daily_cap"]
+
+
+def test_cohorts_are_a_closed_set_computed_from_the_facts() -> None:
+    from agi_router.policy.cohorts import COHORTS, cohorts_of
+
+    base = CallFacts("1", "c-" + "a" * 24, False, AccountFacts(True, True, date(2026, 11, 20)), MotiveFacts("x"), NOW)
+    assert cohorts_of(base) == ()
+    every = dataclasses.replace(
+        base,
+        account=AccountFacts(True, False, flags=frozenset({"ald", "pro"})),
+        motive=MotiveFacts("x", 1.0, "dtmf", language="ar", failed_captures=2),
+        history=(PastCall(NOW - timedelta(minutes=5), "x", Action.DEFLECT),),
+    )
+    assert cohorts_of(every) == COHORTS
+    assert cohorts_of(dataclasses.replace(base, motive=MotiveFacts("x", language="fr"))) == ()
+    assert cohorts_of(dataclasses.replace(base, motive=MotiveFacts("x", language="fr")), line_language="en") == (
+        "other_language",
+    )

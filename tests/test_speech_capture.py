@@ -140,6 +140,7 @@ async def test_safeguard_two_failed_captures_reach_a_person_without_the_menu(saf
     assert (ch.variables["ROUTER_QUEUE"], ch.variables["ROUTER_RULE"]) == ("accueil", "safeguard.failed_capture")
     r = rig.results[-1]
     assert r.motive is not None and r.motive.failed_captures == 2
+    assert r.cohorts == ("capture_failed",)  # what the live exclusion metrics count it in
 
 
 async def test_safeguard_a_caller_heard_in_another_language_is_not_deflected(safe_rig: Rig) -> None:
@@ -154,6 +155,7 @@ async def test_safeguard_a_caller_heard_in_another_language_is_not_deflected(saf
     ch = await rig.call(uniqueid="2", callerid="0698765432")
     assert ch.variables["ROUTER_ACTION"] == "deflect"  # heard in French: the 2024 rule applies
     assert [r.motive.language for r in rig.results if r.motive] == ["en", "fr"]
+    assert [r.cohorts for r in rig.results] == [("other_language",), ()]
 
 
 async def test_dtmf_during_capture_goes_to_the_menu_with_the_digit(rig: Rig) -> None:

@@ -29,6 +29,7 @@ from ..callbacks.store import CallbackRecords
 from ..directory.base import AccountDirectory
 from ..exceptions import AGIDeadChannel, AGIError, AGIHangup, DirectoryError, StateStoreError
 from ..numbers import is_withheld, normalize_e164
+from ..policy.cohorts import cohorts_of
 from ..policy.config import Policy
 from ..policy.engine import decide
 from ..policy.model import AccountFacts, Action, CallFacts, Decision, MotiveFacts, PastCall, QueueSnapshot
@@ -101,6 +102,7 @@ class CallResult:
     speech_to_route_s: float | None = None  # end of speech (endpointer) -> ROUTER_DONE written
     facts: CallFacts | None = None  # what the policy was given (for the audit trail)
     arm: str = "current"  # gradual rollout: which policy decided (current | candidate)
+    cohorts: tuple[str, ...] = ()  # policy.cohorts_of the facts (exclusion measured by cohort)
     errors: list[str] = field(default_factory=list)
     sms: str | None = None  # "sent" or "failed" when the decision included an SMS
     speech_rounds: list[SpeechRound] = field(default_factory=list)  # live-audio rounds, in order
@@ -255,6 +257,7 @@ class CallFlow:
                     ended_today=sum(1 for c in ended if c.at.astimezone(policy.timezone).date() == today),
                 )
                 result.facts = facts
+                result.cohorts = cohorts_of(facts, policy.language)
                 decision = decide(policy, facts)
         except TimeoutError:
             result.fallback_reason = "decision_budget"

@@ -92,6 +92,13 @@ class RouterMetrics:
         self.decisions = Counter(
             p + "decisions", "Routing decisions", ["action", "queue", "segment", "motive"], registry=r
         )
+        self.cohort_decisions = Counter(
+            p + "cohort_decisions",
+            "Decisions by caller cohort (policy/cohorts.py: fragile flag, DTMF fallback, capture failed, other "
+            "language, repeat caller; a call counts in each it belongs to) and action",
+            ["cohort", "action"],
+            registry=r,
+        )
         self.decisions_by_arm = Counter(
             p + "policy_arm_decisions",
             "Decisions by rollout arm (current policy | candidate), action and segment",
@@ -200,6 +207,8 @@ class RouterMetrics:
             self.calls.labels("decided").inc()
             self.decisions.labels(d.action.value, d.queue or "", d.segment.value, d.motive_id or "none").inc()
             self.decisions_by_arm.labels(result.arm, d.action.value, d.segment.value).inc()
+            for cohort in result.cohorts:
+                self.cohort_decisions.labels(cohort, d.action.value).inc()
             self.rules.labels(d.rule).inc()
             if d.action is Action.HANGUP:
                 self.repeat_hangups.inc()

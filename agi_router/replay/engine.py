@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ..callflow.flow import ENDED
+from ..policy.cohorts import cohorts_of
 from ..policy.config import Policy
 from ..policy.engine import decide
 from ..policy.model import Action, CallFacts, Decision, PastCall, QueueSnapshot
@@ -39,6 +40,7 @@ class Outcome:
     decision: Decision
     wait_s: float | None = None  # queued callers: time to an agent (None: router-ended, or abandoned)
     abandoned: bool = False
+    cohorts: tuple[str, ...] = ()  # policy.cohorts_of the facts decided on
 
     @property
     def reached_person(self) -> bool:
@@ -114,7 +116,7 @@ async def replay(calls: list[ReplayCall], policy: Policy, queues: QueueModelConf
                 abandoned = wait is None
             else:
                 wait = 0.0
-        out.append(Outcome(c, d, wait, abandoned))
+        out.append(Outcome(c, d, wait, abandoned, cohorts_of(facts, policy.language)))
     return out
 
 

@@ -11,20 +11,11 @@ from pathlib import Path
 from ..policy.config import Policy
 from .engine import Outcome, never_reached
 
-__all__ = ["FRAGILE_FLAGS", "Row", "segments_of", "summarize", "write_report"]
-
-#: directory flags of callers the 2024 rules were criticised for shutting out (a segment of the report)
-FRAGILE_FLAGS = frozenset({"css", "ald", "handicap", "accompagnement", "no_internet", "fragile"})
-
+__all__ = ["Row", "segments_of", "summarize", "write_report"]
 
 def segments_of(o: Outcome) -> tuple[str, ...]:
-    """The closed set of segments a call counts in: its account status, and the two cross-cutting ones."""
-    seg = [o.decision.segment.value]
-    if o.call.account.flags & FRAGILE_FLAGS:
-        seg.append("flagged_fragile")
-    if o.call.motive.method == "dtmf":
-        seg.append("dtmf_fallback")
-    return tuple(seg)
+    """The closed set of segments a call counts in: its account status, and its cohorts (policy.cohorts)."""
+    return (o.decision.segment.value, *o.cohorts)
 
 
 @dataclass(frozen=True)

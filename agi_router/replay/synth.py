@@ -5,7 +5,8 @@ months; a motive mix over the catalogue where the simple online procedures weigh
 calls repeat the same request within ten minutes (some a third time); a daily curve with the morning peak;
 directory flags for callers helped by the fund (complementary health aid, long-term illness, disability,
 an adviser's follow-up, no internet); how the motive was captured (speech mostly, the DTMF menu when speech
-failed). SYNTHETIC: the shares are assumptions written here, not measurements of the real line.
+failed twice or was refused), sentences not understood first, callers heard speaking another language.
+SYNTHETIC: the shares are assumptions written here, not measurements of the real line.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ CURVE = (6, 10, 12, 11, 10, 9, 8, 6, 5, 6, 8, 8, 7, 6, 5, 4, 3, 2)
 ACCOUNTS = (("active", 0.34), ("inactive", 0.16), ("none", 0.36), ("unknown", 0.04), ("withheld", 0.10))
 FLAGS = (("css", 0.08), ("ald", 0.12), ("handicap", 0.03), ("accompagnement", 0.02), ("no_internet", 0.05))
 METHODS = (("speech", 0.72), ("dtmf", 0.20), ("variable", 0.08))
+OTHER_LANGUAGES = (("ar", 0.015), ("en", 0.01), ("pt", 0.005), ("es", 0.005), ("tr", 0.005))  # of speech callers
+SPEECH_SECOND_TRY = 0.10  # speech callers understood only on their second sentence
+MENU_AFTER_FAILURES = 0.60  # DTMF callers who got there because speech failed twice (the rest chose the menu)
 
 
 def _pick(rng: random.Random, table: tuple[tuple[str, float], ...]) -> str:
@@ -72,12 +76,18 @@ def synthetic_day(n: int, *, day: date = date(2026, 12, 3), seed: int = 3646, ca
             "withheld": AccountFacts.unknown(),
         }[kind]
         method = _pick(rng, METHODS)
+        language, failed = "", 0
+        if method == "speech":
+            language = _pick(rng, (*OTHER_LANGUAGES, ("fr", 1.0)))
+            failed = 1 if rng.random() < SPEECH_SECOND_TRY else 0
+        elif method == "dtmf":
+            failed = 2 if rng.random() < MENU_AFTER_FAILURES else 0
         if rng.random() < 0.06:
-            motive = MotiveFacts(None, 1.0, method, human_requested=True)
+            motive = MotiveFacts(None, 1.0, method, human_requested=True, language=language, failed_captures=failed)
         else:
             mid = rng.choice(simple) if rng.random() < 0.4 else rng.choice(other)
             confidence = 1.0 if method != "speech" else rng.choice((0.97, 0.93, 0.91, 0.85))
-            motive = MotiveFacts(mid, confidence, method)
+            motive = MotiveFacts(mid, confidence, method, language=language, failed_captures=failed)
         call = ReplayCall(at, "" if kind == "withheld" else f"c-{who:024x}", kind == "withheld", account, motive,
                           rng.random() < 0.7, f"synth-{len(calls)}")  # fmt: skip
         calls.append(call)

@@ -206,8 +206,9 @@ class WhisperRecognizer:
     With ``detect_language`` (and greedy decoding), each utterance of one window or less is also given to
     Whisper's language identifier, on the encoder output the transcription uses (one decoder step: the
     encoder is not run twice): ``Transcript.language`` is then the language *heard*, the line's language
-    unless its probability is below ``other_language_below`` (then the most probable one). The text is
-    still decoded in the line's language.
+    unless its probability is below ``other_language_below`` (then the most probable one). Utterances
+    shorter than ``language_min_s`` are not identified (a "oui", an "allô": too short to tell; measured:
+    a 1.1 s French prompt heard as Italian). The text is still decoded in the line's language.
     """
 
     def __init__(
@@ -223,6 +224,7 @@ class WhisperRecognizer:
         batch: int = 1,
         detect_language: bool = True,
         other_language_below: float = 0.5,
+        language_min_s: float = 1.5,
     ) -> None:
         if workers < 1 or cpu_threads < 1 or beam_size < 1 or batch < 1:
             raise ValueError("workers, cpu_threads, beam_size and batch must be >= 1")
@@ -239,6 +241,7 @@ class WhisperRecognizer:
             raise ValueError(f"other_language_below must be a probability, not {other_language_below}")
         self.detect_language = detect_language and language is not None
         self.other_language_below = other_language_below
+        self.language_min_s = language_min_s
         os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is first imported: it reads it once
         from faster_whisper import WhisperModel  # type: ignore[import-untyped]  # heavy: only when used
 
@@ -349,6 +352,7 @@ class WhisperRecognizer:
         frames = int(self.window_s) * _FRAMES_PER_S
         out: list[tuple[str, str, float, float] | None] = [None] * len(batch)
         feats, caps, idx = [], [], []
+        long_enough: list[bool] = []
         for i, samples in enumerate(batch):
             audio_s = len(samples) / SAMPLE_RATE
             if audio_s == 0 or audio_s > self.window_s:
@@ -359,14 +363,17 @@ class WhisperRecognizer:
             feats.append(_pad_frames(f[:, : min(frames, content)], frames))
             caps.append(token_cap(audio_s, self.window_s))
             idx.append(i)
+            long_enough.append(audio_s >= self.language_min_s)
         if len(feats) == 1 and not self.detect_language:
             out[idx[0]] = self._decode(batch[idx[0]])
         elif feats:
-            for i, r in zip(idx, self._generate_batch(np.stack(feats), caps), strict=True):
+            for i, r in zip(idx, self._generate_batch(np.stack(feats), caps, long_enough), strict=True):
                 out[i] = r
         return [r for r in out if r is not None]
 
-    def _generate_batch(self, features: Any, caps: list[int]) -> list[tuple[str, str, float, float]]:
+    def _generate_batch(
+        self, features: Any, caps: list[int], identify: list[bool] | None = None
+    ) -> list[tuple[str, str, float, float]]:
         from faster_whisper.tokenizer import Tokenizer  # type: ignore[import-untyped]
         from faster_whisper.transcribe import get_suppressed_tokens  # type: ignore[import-untyped]
 
@@ -376,7 +383,7 @@ class WhisperRecognizer:
         previous = tokenizer.encode(" " + self.initial_prompt.strip()) if self.initial_prompt else []
         prompt = model.get_prompt(tokenizer, previous, without_timestamps=True, prefix=None, hotwords=None)
         encoder_output = model.encode(features)
-        heard = self._heard_languages(encoder_output, len(caps), language)
+        heard = self._heard_languages(encoder_output, identify or [True] * len(caps), language)
         results = model.model.generate(
             encoder_output,
             [list(prompt) for _ in caps],
@@ -405,16 +412,16 @@ class WhisperRecognizer:
             out.append((drop_repeats(text), heard[len(out)], float(avg_logprob), no_speech))
         return out
 
-    def _heard_languages(self, encoder_output: Any, n: int, language: str) -> list[str]:
+    def _heard_languages(self, encoder_output: Any, identify: list[bool], language: str) -> list[str]:
         """The line's language for each utterance, unless Whisper gives it less than ``other_language_below``:
         then its most probable language. One decoder step on the encoder output already computed."""
-        if not self.detect_language:
-            return [language] * n
+        if not self.detect_language or not any(identify):
+            return [language] * len(identify)
         heard = []
-        for probs in self._model.model.detect_language(encoder_output):
+        for probs, asked in zip(self._model.model.detect_language(encoder_output), identify, strict=True):
             p_line = next((p for token, p in probs if token == f"<|{language}|>"), 0.0)
             top = probs[0][0].strip("<|>") if probs else language
-            heard.append(language if p_line >= self.other_language_below else top)
+            heard.append(language if not asked or p_line >= self.other_language_below else top)
         return heard
 
     async def warmup(self) -> None:

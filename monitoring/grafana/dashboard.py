@@ -226,16 +226,23 @@ def build() -> dict[str, Any]:
     lay.add(
         timeseries(
             "Sent away, by caller segment (1 h)",
-            [("agi_router:exclusion_share_by_segment:rate1h", "{{segment}}")],
+            [
+                ("agi_router:exclusion_share_by_segment:rate1h", "{{segment}}"),
+                ("agi_router:exclusion_share_by_cohort:rate1h", "cohort {{cohort}}"),
+            ],
             "percentunit",
-            description="Exclusion metrics: deflected or hung up on, per account segment. No per-caller label exists.",
+            description="Exclusion metrics: deflected or hung up on, per account segment and per cohort (fragile "
+            "flag, DTMF fallback, capture failed, other language, repeat caller). No per-caller label exists.",
         ),
         8,
     )
     lay.add(
         timeseries(
             "Reached a person, by caller segment (1 h)",
-            [("agi_router:person_share_by_segment:rate1h", "{{segment}}")],
+            [
+                ("agi_router:person_share_by_segment:rate1h", "{{segment}}"),
+                ("agi_router:person_share_by_cohort:rate1h", "cohort {{cohort}}"),
+            ],
             "percentunit",
             description="Queued, priority or dissuaded-then-queued, per account segment (alert: a segment's "
             "exclusion share 1.5x yesterday's).",
