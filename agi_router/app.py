@@ -371,13 +371,16 @@ def build_recognizer(settings: Settings) -> WhisperRecognizer | ProcessRecognize
 
     sp = settings.speech
     model_dir = resolve_model_dir(settings.data_dir, Path(sp.model_dir) if sp.model_dir else None)
+    lang, below = sp.identify_language, sp.other_language_below
     if sp.processes:
         return ProcessRecognizer(
-            model_dir, processes=sp.processes, beam_size=sp.beam_size, window_s=sp.window_s, batch=sp.batch
-        )
+            model_dir, processes=sp.processes, beam_size=sp.beam_size, window_s=sp.window_s, batch=sp.batch,
+            detect_language=lang, other_language_below=below,
+        )  # fmt: skip
     return WhisperRecognizer(
-        model_dir, workers=sp.workers, beam_size=sp.beam_size, window_s=sp.window_s, batch=sp.batch
-    )
+        model_dir, workers=sp.workers, beam_size=sp.beam_size, window_s=sp.window_s, batch=sp.batch,
+        detect_language=lang, other_language_below=below,
+    )  # fmt: skip
 
 
 def sample_store(settings: Settings) -> SampleStore:

@@ -97,6 +97,8 @@ class SpeechSettings:
     confirm: bool = True  # plausible but unsure: "Vous appelez pour X ?" (yes/no/1/2) instead of re-asking
     processes: int = 0  # 0: decode in `workers` threads of the router; N: in N worker processes
     batch: int = 4  # utterances of different callers decoded in one pass when they queue up (1: never)
+    identify_language: bool = True  # the language heard (for the policy's other_language safeguard)
+    other_language_below: float = 0.5  # heard as another language when French gets less than this probability
     admit_wait_ms: int = 1500  # a speech round starts only if recognition would answer within this
     recognition_timeout_ms: int = 5000  # no transcript this long after the end of speech: the DTMF menu
     confirm_attempts: int = 2
@@ -297,6 +299,8 @@ def load_settings(path: Path | None = None) -> Settings:
         confirm=sp.get("confirm", bool, ds.confirm),
         processes=sp.int_range("processes", 0, 64, ds.processes),
         batch=sp.int_range("batch", 1, 16, ds.batch),
+        identify_language=sp.get("identify_language", bool, ds.identify_language),
+        other_language_below=sp.float_range("other_language_below", 0.0, 1.0, ds.other_language_below),
         admit_wait_ms=sp.int_range("admit_wait_ms", 100, 60000, ds.admit_wait_ms),
         recognition_timeout_ms=sp.int_range("recognition_timeout_ms", 500, 60000, ds.recognition_timeout_ms),
         confirm_attempts=sp.int_range("confirm_attempts", 1, 3, ds.confirm_attempts),

@@ -80,11 +80,13 @@ class RecognizerLoad:
 _WORKER: WhisperRecognizer | None = None
 
 
-def _init_worker(model_dir: str, beam_size: int, window_s: float, language: str | None, ready: Any) -> None:
+def _init_worker(
+    model_dir: str, beam_size: int, window_s: float, language: str | None, ready: Any, identify: dict[str, Any]
+) -> None:
     """Load the model in this worker process, then wait for the others (a barrier)."""
     global _WORKER
     _WORKER = WhisperRecognizer(Path(model_dir), workers=1, cpu_threads=1, beam_size=beam_size, window_s=window_s,
-                                language=language)  # fmt: skip
+                                language=language, **identify)  # fmt: skip
     ready.wait(120)  # every worker has its model before the first caller is served
 
 
@@ -112,6 +114,8 @@ class ProcessRecognizer:
         window_s: float = 6.0,
         language: str | None = "fr",
         batch: int = 1,
+        detect_language: bool = True,
+        other_language_below: float = 0.5,
     ) -> None:
         if processes < 1 or batch < 1:
             raise ValueError("processes and batch must be >= 1")
@@ -132,7 +136,14 @@ class ProcessRecognizer:
                 max_workers=processes,
                 mp_context=ctx,
                 initializer=_init_worker,
-                initargs=(str(self.model_dir), beam_size, window_s, language, ready),
+                initargs=(
+                    str(self.model_dir),
+                    beam_size,
+                    window_s,
+                    language,
+                    ready,
+                    {"detect_language": detect_language, "other_language_below": other_language_below},
+                ),
             )
             t0 = time.perf_counter()
             # every worker passes the barrier only once all have loaded the model: the pings return then
