@@ -84,17 +84,26 @@ def confirming(tmp_path_factory: pytest.TempPathFactory, whisper_dir: Path) -> I
     yield from _ship(tmp_path_factory.mktemp("confirming"), whisper_dir, extra)
 
 
-def _ship(root: Path, whisper_dir: Path, extra: str = "") -> Iterator[Shipped]:
+@pytest.fixture(scope="module")
+def safeguarded(tmp_path_factory: pytest.TempPathFactory, whisper_dir: Path) -> Iterator[Shipped]:
+    """The same, on the bundled policy-3646-safeguarded.toml."""
+    policy = default_policy_path().parent / "policy-3646-safeguarded.toml"
+    yield from _ship(tmp_path_factory.mktemp("safeguarded"), whisper_dir, policy_file=policy, rtp=31800)
+
+
+def _ship(
+    root: Path, whisper_dir: Path, extra: str = "", policy_file: Path | None = None, rtp: int | None = None
+) -> Iterator[Shipped]:
     binary = Path(BINARY)
     if not binary.exists():
         pytest.fail(f"AGI_ROUTER_ASTERISK={BINARY} does not exist")
     var = root / "var"
     agi_port, ami_port, metrics_port = free_port(), free_port(), free_port()
-    rtp = 31600 if extra else 31400
+    rtp = rtp or (31600 if extra else 31400)
     cfg = root / "router.toml"
     # the bundled policy with its opening hours off (the tests run at any hour)
     policy = root / "policy.toml"
-    text = default_policy_path().read_text()
+    text = (policy_file or default_policy_path()).read_text()
     policy.write_text(text.replace("[hours]\nenabled = true", "[hours]\nenabled = false"))
     assert policy.read_text() != text
     # otherwise only what a second service on this machine forces: free ports, the already-joined model
@@ -200,6 +209,25 @@ def test_a_silent_caller_is_in_a_queue_within_40_s(shipped: Shipped) -> None:
     print(f"silent caller: human route {waited:.1f} s after the first round ended")
     assert (route["Done"], route["Rule"], route["Queue"]) == ("1", "motive.none", "accueil"), route
     assert waited < 40.0
+
+
+def test_safeguarded_policy_a_silent_caller_reaches_a_person_after_two_tries(safeguarded: Shipped) -> None:
+    """policy-3646-safeguarded.toml (person_after_failed_captures = 2): no input twice, then a person at once,
+    without the DTMF menu; the rule says why (audit trail and dialplan)."""
+    s = safeguarded
+    _wait_ready(s)
+    start_at = len(s.ami.events)
+    s.originate("0612000005", TEST_HOLD="60")
+    route = s.route(60)
+    events = s.ami.events[start_at:]
+    leg_hangups = [m for m in events if m.get("Event") == "Hangup" and m.get("Channel", "").startswith("UnicastRTP/")]
+    assert len(leg_hangups) == 2, [m.get("Channel") for m in leg_hangups]
+    waited = _ts(route) - _ts(leg_hangups[-1])
+    print(f"safeguarded silent caller: human route {waited:.2f} s after the second round ended")
+    assert (route["Done"], route["Rule"], route["Queue"]) == ("1", "safeguard.failed_capture", "accueil"), route
+    assert waited < 2.0  # no menu was played in between
+    rec = _audit(s, route["Uniqueid"])
+    assert rec["motive"]["failed_captures"] == 2 and "capture_failed" in rec["cohorts"]  # type: ignore[index]
 
 
 def test_router_killed_mid_capture_leaves_at_most_the_lease_of_silence(shipped: Shipped) -> None:
