@@ -215,12 +215,17 @@ def explain(rec: dict[str, Any]) -> str:
             + (f", level {m['level']}" if m.get("level") else "")
             + (f", best exact guess {m['heard']}" if m.get("heard") and m.get("heard") != m["id"] else "")
             + (f", several requests: {' + '.join(m['parts'])}" if m.get("parts") else "")
+            + (f", heard in {m['language']}" if m.get("language") else "")
+            + (f", after {m['failed_captures']} failed capture(s)" if m.get("failed_captures") else "")
         )
     d = rec.get("decision")
     if d:
         where = f" -> queue {d['queue']} (priority {d['priority']})" if d.get("queue") else ""
         out.append(f"  decision: {d['action']}{where} by rule {d['rule']} of policy {d['policy']}")
-        out.append(f"  reasons: {', '.join(d['reasons'])}; segment {d['segment']}")
+        out.append(
+            f"  reasons: {', '.join(d['reasons'])}; segment {d['segment']}"
+            + (f"; cohorts {', '.join(rec['cohorts'])}" if rec.get("cohorts") else "")
+        )
     if rec.get("fallback"):
         out.append(f"  fallback route to a person: {rec['fallback']}")
     if rec.get("hung_up"):

@@ -61,6 +61,9 @@ async def test_every_decision_is_audited_and_explained(
     assert third["decision"]["policy"].startswith("test@1+")
     text3 = explain(next(find(tmp_path / "var" / "audit" / "decisions.jsonl", "call.2")))
     assert "rule repeat.priority" in text3 and "2 call(s)" in text3 and "priority 10" in text3
+    assert "repeat_caller" in third["cohorts"] and "repeat_caller" in text3.split("cohorts ")[1]
+    heard = {**third, "motive": {**third["motive"], "language": "en", "failed_captures": 1}}
+    assert "heard in en, after 1 failed capture(s)" in explain(heard)
 
     monkeypatch.setenv("AGI_ROUTER_DATA_DIR", str(tmp_path / "var"))
     monkeypatch.delenv("AGI_ROUTER_CONFIG", raising=False)
