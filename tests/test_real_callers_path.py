@@ -195,16 +195,22 @@ def test_no_agent_logged_in_is_not_saturation(shipped: Shipped) -> None:
     assert (route["Action"], route["Queue"], route["Rule"]) == ("queue", "accueil", "queue.unstaffed"), route
 
 
+def _silent_call(s: Shipped, number: str, hold_s: int) -> tuple[dict[str, str], list[dict[str, str]]]:
+    """A caller who never says a word: the dialplan's route and the two capture legs' hang-ups."""
+    _wait_ready(s)
+    start_at = len(s.ami.events)
+    s.originate(number, TEST_HOLD=str(hold_s))
+    route = s.route(hold_s + 10)
+    events = s.ami.events[start_at:]
+    leg_hangups = [m for m in events if m.get("Event") == "Hangup" and m.get("Channel", "").startswith("UnicastRTP/")]
+    assert len(leg_hangups) == 2, [m.get("Channel") for m in leg_hangups]
+    return route, leg_hangups
+
+
 def test_a_silent_caller_is_in_a_queue_within_40_s(shipped: Shipped) -> None:
     """No input at all: ask-motive, re-prompt, the short menu twice, then a person: the dialplan has the
     human route < 40 s after the first round gave up (first leg's hang-up), Asterisk's timestamps."""
-    _wait_ready(shipped)
-    start_at = len(shipped.ami.events)
-    shipped.originate("0612000003", TEST_HOLD="70")
-    route = shipped.route(80)
-    events = shipped.ami.events[start_at:]
-    leg_hangups = [m for m in events if m.get("Event") == "Hangup" and m.get("Channel", "").startswith("UnicastRTP/")]
-    assert len(leg_hangups) == 2, [m.get("Channel") for m in leg_hangups]
+    route, leg_hangups = _silent_call(shipped, "0612000003", hold_s=70)
     waited = _ts(route) - _ts(leg_hangups[0])
     print(f"silent caller: human route {waited:.1f} s after the first round ended")
     assert (route["Done"], route["Rule"], route["Queue"]) == ("1", "motive.none", "accueil"), route
@@ -215,19 +221,13 @@ def test_safeguarded_policy_a_silent_caller_reaches_a_person_after_two_tries(saf
     """policy-3646-safeguarded.toml (person_after_failed_captures = 2): no input twice, then a person at once,
     without the DTMF menu; the rule says why (audit trail and dialplan)."""
     s = safeguarded
-    _wait_ready(s)
-    start_at = len(s.ami.events)
-    s.originate("0612000005", TEST_HOLD="60")
-    route = s.route(60)
-    events = s.ami.events[start_at:]
-    leg_hangups = [m for m in events if m.get("Event") == "Hangup" and m.get("Channel", "").startswith("UnicastRTP/")]
-    assert len(leg_hangups) == 2, [m.get("Channel") for m in leg_hangups]
+    route, leg_hangups = _silent_call(s, "0612000005", hold_s=60)
     waited = _ts(route) - _ts(leg_hangups[-1])
     print(f"safeguarded silent caller: human route {waited:.2f} s after the second round ended")
     assert (route["Done"], route["Rule"], route["Queue"]) == ("1", "safeguard.failed_capture", "accueil"), route
     assert waited < 2.0  # no menu was played in between
     rec = _audit(s, route["Uniqueid"])
-    assert rec["motive"]["failed_captures"] == 2 and "capture_failed" in rec["cohorts"]  # type: ignore[index]
+    assert rec["motive"]["failed_captures"] == 2 and "capture_failed" in rec["cohorts"]  # type: ignore[index,operator]
 
 
 def test_router_killed_mid_capture_leaves_at_most_the_lease_of_silence(shipped: Shipped) -> None:
