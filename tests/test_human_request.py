@@ -44,7 +44,7 @@ def test_motives_are_not_taken_for_a_request(text: str) -> None:
 
 class _Transcript:
     def __init__(self, text: str) -> None:
-        self.text, self.audio_s, self.latency_s = text, 1.0, 0.1
+        self.text, self.audio_s, self.latency_s, self.language = text, 1.0, 0.1, "fr"
 
 
 class _Recognizer:
