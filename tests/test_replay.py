@@ -149,3 +149,22 @@ def test_the_replay_command_writes_its_report(tmp_path: Path, capsys: pytest.Cap
     assert "give call logs" in capsys.readouterr().err
 
 
+
+
+@pytest.mark.parametrize("patience, expected", [(1000.0, {0: 0.0, 1: 199.0, 2: 98.0}), (150.0, {0: 0.0, 1: None, 2: 98.0})])
+def test_the_queue_model_serves_priority_first_and_lets_callers_leave(
+    patience: float, expected: dict[int, float | None]
+) -> None:
+    """One agent, 100 s a call: a priority caller who arrives after another is served before them (app_queue);
+    a caller whose patience runs out before an agent is free leaves."""
+    from agi_router.replay.engine import QueueModelConfig, _Queue
+
+    cfg = QueueModelConfig(agents=1, handling_s=100.0, patience_s=patience)
+    q = _Queue()
+    q.join(0.0, 0, 0, cfg)
+    q.join(1.0, 0, 1, cfg)
+    q.join(2.0, 10, 2, cfg)
+    snap = q.snapshot("q", 3.0, cfg)
+    assert (snap.waiting, snap.available_agents) == (2, 0) and snap.estimated_wait_s == pytest.approx(97 + 200)
+    q.advance(float("inf"), cfg)
+    assert q.results == expected

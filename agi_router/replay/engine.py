@@ -1,11 +1,11 @@
 """Replay: the real ``decide()`` over calls in time order, with the real caller memory (what the policy
 decides changes what later calls find in it) and a simple queue model.
 
-Queue model (per Asterisk queue): ``agents`` agents, each call handled for ``handling_s`` seconds, first come
-first served (priority callers are not moved ahead: a simplification), a caller abandons after ``patience_s``
-of waiting. The model also gives the policy its queue snapshot (callers waiting, agents free, estimated wait),
-so saturation rules see the load they create. A dissuaded caller with a callback offer is counted as waiting
-(the offer's answer is not in a call log).
+Queue model (per Asterisk queue): ``agents`` agents, each call handled for ``handling_s`` seconds; a free
+agent takes the waiting caller of highest queue priority, first come first served within a priority (as
+app_queue does); a caller abandons after ``patience_s`` of waiting. The model also gives the policy its
+queue snapshot (callers waiting, agents free, estimated wait), so saturation rules see the load they create.
+A dissuaded caller with a callback offer is counted as waiting (the offer's answer is not in a call log).
 """
 
 from __future__ import annotations
@@ -51,30 +51,70 @@ class Outcome:
         return self.decision.action.hangs_up
 
 
+@dataclass(slots=True)
+class _Waiter:
+    arrival: float
+    deadline: float  # arrival + patience: abandons if no agent by then
+    index: int  # the call's place in the replay
+    done: bool = False
+
+
 @dataclass
 class _Queue:
+    """One Asterisk queue as app_queue serves it: a free agent takes the waiting caller of highest priority,
+    first come first served within a priority; a caller leaves after ``patience_s`` without an agent."""
+
     free_at: list[float] = field(default_factory=list)  # heap: when each agent is next free (epoch s)
-    starts: list[float] = field(default_factory=list)  # heap: when each waiting caller reaches an agent
+    waiting: list[tuple[int, float, int, _Waiter]] = field(default_factory=list)  # heap: (-prio, arrival, n, w)
+    deadlines: list[tuple[float, int, _Waiter]] = field(default_factory=list)  # heap: who abandons first
+    alive: int = 0  # callers waiting now
+    results: dict[int, float | None] = field(default_factory=dict)  # call index -> wait (None: abandoned)
+
+    def _staff(self, cfg: QueueModelConfig) -> None:
+        if not self.free_at:
+            self.free_at = [0.0] * cfg.agents
+
+    def _finish(self, w: _Waiter, wait: float | None) -> None:
+        w.done = True
+        self.alive -= 1
+        self.results[w.index] = wait
+
+    def advance(self, now: float, cfg: QueueModelConfig) -> None:
+        """Everything that happens in the queue up to ``now``: agents freeing up take callers, others leave."""
+        self._staff(cfg)
+        while self.waiting and self.free_at[0] <= now:
+            t = self.free_at[0]
+            _, _, _, w = heapq.heappop(self.waiting)
+            if w.done:
+                continue
+            if w.deadline < t:  # left before this agent was free
+                self._finish(w, None)
+                continue
+            self._finish(w, t - w.arrival)
+            heapq.heapreplace(self.free_at, t + cfg.handling_s)
+        while self.deadlines and self.deadlines[0][0] < now:
+            _, _, w = heapq.heappop(self.deadlines)
+            if not w.done:
+                self._finish(w, None)
 
     def snapshot(self, name: str, now: float, cfg: QueueModelConfig) -> QueueSnapshot:
-        while self.starts and self.starts[0] <= now:
-            heapq.heappop(self.starts)
-        free = sum(1 for t in self.free_at if t <= now) + (cfg.agents - len(self.free_at))
-        wait = max(0.0, min(self.free_at) - now) if len(self.free_at) >= cfg.agents and not free else 0.0
-        return QueueSnapshot(name, len(self.starts), free, cfg.agents, 0.0, wait, fresh=True)
+        self.advance(now, cfg)
+        free = 0 if self.alive else sum(1 for t in self.free_at if t <= now)
+        wait = 0.0
+        if not free:
+            wait = max(0.0, self.free_at[0] - now) + self.alive * cfg.handling_s / cfg.agents
+        return QueueSnapshot(name, self.alive, free, cfg.agents, 0.0, wait, fresh=True)
 
-    def join(self, now: float, cfg: QueueModelConfig) -> float | None:
-        """The caller's wait, or None if they abandon."""
-        if len(self.free_at) < cfg.agents:
-            heapq.heappush(self.free_at, now + cfg.handling_s)
-            return 0.0
-        start = max(now, self.free_at[0])
-        if start - now > cfg.patience_s:
-            return None
-        heapq.heapreplace(self.free_at, start + cfg.handling_s)
-        if start > now:
-            heapq.heappush(self.starts, start)
-        return start - now
+    def join(self, now: float, priority: int, index: int, cfg: QueueModelConfig) -> None:
+        self.advance(now, cfg)
+        if not self.alive and self.free_at[0] <= now:
+            heapq.heapreplace(self.free_at, now + cfg.handling_s)
+            self.results[index] = 0.0
+            return
+        w = _Waiter(now, now + cfg.patience_s, index)
+        self.alive += 1
+        heapq.heappush(self.waiting, (-priority, now, index, w))
+        heapq.heappush(self.deadlines, (w.deadline, index, w))
 
 
 async def replay(calls: list[ReplayCall], policy: Policy, queues: QueueModelConfig | None = None) -> list[Outcome]:
@@ -82,7 +122,7 @@ async def replay(calls: list[ReplayCall], policy: Policy, queues: QueueModelConf
     cfg = queues or QueueModelConfig()
     memory = InMemoryCallerMemory()
     model: dict[str, _Queue] = defaultdict(_Queue)
-    out = []
+    decided: list[tuple[ReplayCall, Decision, tuple[str, ...]]] = []
     for c in sorted(calls, key=lambda c: c.at):
         mid = c.motive.motive_id
         history = await memory.history(c.caller, mid, c.at) if mid and not c.withheld else ()
@@ -108,15 +148,19 @@ async def replay(calls: list[ReplayCall], policy: Policy, queues: QueueModelConf
             await memory.record(c.caller, mid, PastCall(c.at, mid, d.action), policy.memory_ttl)
         if d.action.hangs_up and policy.safeguards.daily_cap and not c.withheld:
             await memory.record(c.caller, ENDED, PastCall(c.at, ENDED, d.action), policy.memory_ttl)
-        wait: float | None = None
-        abandoned = False
         if d.action in (Action.QUEUE, Action.PRIORITY, Action.DISSUADE, Action.CALLBACK, Action.HUMAN) and d.queue:
             if cfg.enabled:
-                wait = model[d.queue].join(now_s, cfg)
-                abandoned = wait is None
-            else:
-                wait = 0.0
-        out.append(Outcome(c, d, wait, abandoned, cohorts_of(facts, policy.language)))
+                model[d.queue].join(now_s, d.priority, len(decided), cfg)
+        decided.append((c, d, cohorts_of(facts, policy.language)))
+    waits: dict[int, float | None] = {}
+    for q in model.values():
+        q.advance(float("inf"), cfg)  # the day's last callers are served or leave
+        waits.update(q.results)
+    out = []
+    for i, (c, d, cohorts) in enumerate(decided):
+        queued = d.action in (Action.QUEUE, Action.PRIORITY, Action.DISSUADE, Action.CALLBACK, Action.HUMAN)
+        wait = (waits.get(i) if cfg.enabled else 0.0) if queued and d.queue else None
+        out.append(Outcome(c, d, wait, queued and bool(d.queue) and cfg.enabled and wait is None, cohorts))
     return out
 
 
