@@ -151,7 +151,9 @@ def test_the_replay_command_writes_its_report(tmp_path: Path, capsys: pytest.Cap
 
 
 
-@pytest.mark.parametrize("patience, expected", [(1000.0, {0: 0.0, 1: 199.0, 2: 98.0}), (150.0, {0: 0.0, 1: None, 2: 98.0})])
+@pytest.mark.parametrize(
+    "patience, expected", [(1000.0, {0: 0.0, 1: 199.0, 2: 98.0}), (150.0, {0: 0.0, 1: None, 2: 98.0})]
+)
 def test_the_queue_model_serves_priority_first_and_lets_callers_leave(
     patience: float, expected: dict[int, float | None]
 ) -> None:
