@@ -66,6 +66,7 @@ def build_set(folder: Path) -> None:
 
 @needs_tts
 @needs_real_voice
+@pytest.mark.timeout(180)  # 17 s idle, 36 s with both cores busy: the default 60 s is too close
 def test_speech_eval_on_a_fixed_set_gives_fixed_numbers(tmp_path: Path, whisper_dir: Path) -> None:
     folder = tmp_path / "set"
     folder.mkdir()

@@ -196,6 +196,7 @@ def test_reply_of_digit() -> None:
 # ------------------------------------------------------------------------------------------ CLI
 
 
+@pytest.mark.timeout(150)  # 13 s idle, 30 s with both cores busy
 def test_motive_classify_cli(tmp_path: Path) -> None:
     src = tmp_path / "t.txt"
     src.write_text("je veux parler à un conseiller\n\nc'est au sujet de ma carte vitale\n", encoding="utf-8")
