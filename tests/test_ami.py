@@ -14,7 +14,7 @@ from agi_router.ami.client import AMIClient, AMIConfig, AMIState
 from agi_router.ami.protocol import Message, MessageParser, encode_action
 from agi_router.exceptions import AMIActionError, AMIConnectionError, AMIProtocolError, AMITimeout
 from tests.conftest import eventually
-from tests.fakeami import FakeAMI, encode
+from tests.fakeami import FakeAMI, encode, parse
 
 
 @pytest.fixture
@@ -244,3 +244,33 @@ def test_backoff_is_capped_with_jitter() -> None:
     assert all(0.25 <= d <= 30.0 for d in delays)
     assert max(delays[8:]) > 5  # grows
     assert len({round(d, 3) for d in delays}) == len(delays)  # jittered
+
+
+async def test_a_refused_login_is_reported_as_refused_even_when_the_close_comes_with_it() -> None:
+    """Asterisk answers a bad login with an Error and closes the socket at once: when the Error and the end of
+    the stream arrive in one read, the reader ends before the login task has seen its answer. The client must
+    still say "refused" (what to fix: the secret), not "connection closed"."""
+
+    async def pbx(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"Asterisk Call Manager/11.0.0\r\n")
+        login = parse((await reader.readuntil(b"\r\n\r\n")).rstrip(b"\r\n"))
+        refusal = [("Response", "Error"), ("ActionID", login["ActionID"]), ("Message", "Authentication failed")]
+        writer.write(encode(refusal))
+        writer.close()  # the Error and the FIN leave together
+
+    server = await asyncio.start_server(pbx, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    errors = []
+    try:
+        for _ in range(20):
+            c = AMIClient(AMIConfig(port=port, secret="wrong", backoff_initial=5.0, backoff_max=5.0))
+            await c.start()
+            try:
+                assert await eventually(lambda c=c: c.last_error is not None, timeout=5)  # type: ignore[misc]
+                errors.append(c.last_error)
+            finally:
+                await c.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert all("refused" in (e or "") for e in errors), errors

@@ -257,6 +257,10 @@ class AMIClient:
             )
             await asyncio.wait({reader_task, login}, return_when=asyncio.FIRST_COMPLETED)
             if not login.done():
+                # the reader may end first with the login's answer in its last read (Asterisk sends the Error
+                # and closes): the login task has its result, it only needs a turn of the loop to see it
+                await asyncio.wait({login}, timeout=1.0)
+            if not login.done():
                 login.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await login
@@ -286,6 +290,8 @@ class AMIClient:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
+                elif task is not None and not task.cancelled():
+                    task.exception()  # retrieved: what ended the session was raised above
             writer.close()
 
     async def _read_loop(self, reader: asyncio.StreamReader, parser: MessageParser) -> None:
@@ -298,9 +304,9 @@ class AMIClient:
                 for msg in parser.feed(data):
                     self._dispatch(msg)
         except (AMIError, OSError) as exc:
-            # fail waiting actions now, not when the session unwinds (a hook may be waiting on one)
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            self._fail_pending(AMIConnectionError(f"AMI connection lost ({self.last_error})"))
+            # fail waiting actions now, not when the session unwinds (a hook may be waiting on one); last_error
+            # is the session's to set (a refused login must not read "connection closed", even for a moment)
+            self._fail_pending(AMIConnectionError(f"AMI connection lost ({type(exc).__name__}: {exc})"))
             raise
 
     async def _ping_loop(self) -> None:
