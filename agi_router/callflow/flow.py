@@ -160,8 +160,10 @@ class CallFlow:
             async with asyncio.timeout(self.config.call_deadline):
                 if self.config.answer:
                     await session.answer()
-                g = self.policy.for_caller(caller)[0].safeguards
-                ctx.person_after_failures = g.person_after_failed_captures
+                # one policy per call, chosen before the dialogue (its safeguards shape it) and kept for the
+                # decision, even if a reload lands in between
+                policy, result.arm = self.policy.for_caller(caller)
+                ctx.person_after_failures = policy.safeguards.person_after_failed_captures
                 motive = await self.capture.capture(session, ctx) or MotiveFacts(None)
                 if ctx.failed_captures or ctx.heard_language:
                     motive = replace(
@@ -170,7 +172,7 @@ class CallFlow:
                         language=motive.language or ctx.heard_language,
                     )
                 result.motive = motive
-                result.decision = await self._decide(session, caller, e164, motive, account_task, result)
+                result.decision = await self._decide(session, policy, caller, e164, motive, account_task, result)
                 if ctx.speech_ended_at is not None:
                     result.speech_to_route_s = time.monotonic() - ctx.speech_ended_at
         except TimeoutError:
@@ -215,6 +217,7 @@ class CallFlow:
     async def _decide(
         self,
         session: AGISession,
+        policy: Policy,
         caller: str,
         e164: str | None,
         motive: MotiveFacts,
@@ -222,7 +225,6 @@ class CallFlow:
         result: CallResult,
     ) -> Decision:
         t0 = time.perf_counter()
-        policy, result.arm = self.policy.for_caller(caller)
         cfg = self.config
         try:
             async with asyncio.timeout(cfg.decision_budget):

@@ -51,6 +51,10 @@ class Outcome:
         return self.decision.action.hangs_up
 
 
+#: decisions that put the caller in a queue (a dissuaded caller offered a callback is counted as waiting)
+_TO_A_QUEUE = frozenset({Action.QUEUE, Action.PRIORITY, Action.DISSUADE, Action.CALLBACK, Action.HUMAN})
+
+
 @dataclass(slots=True)
 class _Waiter:
     arrival: float
@@ -148,9 +152,8 @@ async def replay(calls: list[ReplayCall], policy: Policy, queues: QueueModelConf
             await memory.record(c.caller, mid, PastCall(c.at, mid, d.action), policy.memory_ttl)
         if d.action.hangs_up and policy.safeguards.daily_cap and not c.withheld:
             await memory.record(c.caller, ENDED, PastCall(c.at, ENDED, d.action), policy.memory_ttl)
-        if d.action in (Action.QUEUE, Action.PRIORITY, Action.DISSUADE, Action.CALLBACK, Action.HUMAN) and d.queue:
-            if cfg.enabled:
-                model[d.queue].join(now_s, d.priority, len(decided), cfg)
+        if d.action in _TO_A_QUEUE and d.queue and cfg.enabled:
+            model[d.queue].join(now_s, d.priority, len(decided), cfg)
         decided.append((c, d, cohorts_of(facts, policy.language)))
     waits: dict[int, float | None] = {}
     for q in model.values():
@@ -158,9 +161,9 @@ async def replay(calls: list[ReplayCall], policy: Policy, queues: QueueModelConf
         waits.update(q.results)
     out = []
     for i, (c, d, cohorts) in enumerate(decided):
-        queued = d.action in (Action.QUEUE, Action.PRIORITY, Action.DISSUADE, Action.CALLBACK, Action.HUMAN)
-        wait = (waits.get(i) if cfg.enabled else 0.0) if queued and d.queue else None
-        out.append(Outcome(c, d, wait, queued and bool(d.queue) and cfg.enabled and wait is None, cohorts))
+        queued = d.action in _TO_A_QUEUE and bool(d.queue)
+        wait = (waits.get(i) if cfg.enabled else 0.0) if queued else None
+        out.append(Outcome(c, d, wait, queued and cfg.enabled and wait is None, cohorts))
     return out
 
 

@@ -13,6 +13,7 @@ from .engine import Outcome, never_reached
 
 __all__ = ["Row", "segments_of", "summarize", "write_report"]
 
+
 def segments_of(o: Outcome) -> tuple[str, ...]:
     """The closed set of segments a call counts in: its account status, and its cohorts (policy.cohorts)."""
     return (o.decision.segment.value, *o.cohorts)
