@@ -35,6 +35,17 @@ from .directory.base import AccountDirectory
 from .directory.http import HTTPDirectory
 from .directory.sqlite import SQLiteDirectory
 from .exceptions import ConfigError, DirectoryError
+from .handoff import (
+    CallsAPI,
+    ContextStore,
+    CorrectionHandler,
+    Handoff,
+    HandoffConfig,
+    InMemoryContextStore,
+    RedisContextStore,
+    TransferHandler,
+)
+from .handoff.correction import Correction
 from .listen import bind_listener
 from .media.rtp import PortPool
 from .metrics import MetricsServer, RouterMetrics, TimedDirectory, TimedMemory, TimedSms
@@ -46,7 +57,7 @@ from .policy.model import AccountFacts
 from .privacy import Pseudonymizer, load_or_create_key
 from .prompts import CONFIRM_PREFIX, PromptLengths
 from .queues.model import QueueModel
-from .queues.outcomes import OutcomeTracker
+from .queues.outcomes import CallOutcome, OutcomeTracker
 from .sms import HTTPSmsGateway, NoSms, SmsSender
 from .speech.endpointer import EndpointerConfig
 from .speech.sampling import Sampler, SampleStore
@@ -63,6 +74,8 @@ __all__ = ["NoDirectory", "Router", "build_router", "make_pseudonymizer", "run"]
 log = logging.getLogger(__name__)
 
 HOTLINE_SCRIPT = "3646"
+CORRECT_SCRIPT = "correct"  # the agent's feature code (handoff/correction.py)
+TRANSFER_SCRIPT = "transfer"  # the corrected caller's new leg
 
 
 class NoDirectory:
@@ -109,6 +122,8 @@ class Router:
     audit: AuditLog | None = None
     metrics: RouterMetrics | None = None
     queues: QueueModel | None = None
+    contexts: ContextStore | None = None
+    calls_api: CallsAPI | None = None
 
     def health(self) -> dict[str, object]:
         """/healthz: "ok", or "degraded" (calls are routed, something is missing: AMI down...)."""
@@ -155,6 +170,8 @@ class Router:
                 close()
         await self.directory.close()
         await self.memory.close()
+        if self.contexts is not None:
+            await self.contexts.close()
         await self.flow.sms.close()
         if self.audit is not None:
             self.audit.close()
@@ -208,6 +225,24 @@ def build_router(settings: Settings) -> Router:
         queue_model.attach(ami)
         outcomes = OutcomeTracker()  # one JSON line per call on the agi_router.outcome logger
         outcomes.attach(ami)
+    hs = settings.handoff
+    handoff = Handoff(
+        catalogue,
+        pseudo.subkey(b"handoff"),
+        HandoffConfig(whisper=hs.whisper, headers=hs.headers, transcript=hs.transcript),
+    )
+    contexts: ContextStore = (
+        RedisContextStore(settings.state.redis_url, timeout=settings.state.timeout_ms / 1000)
+        if settings.state.backend == "redis"
+        else InMemoryContextStore()
+    )
+
+    def ttl_s() -> float:  # contexts expire with the caller memory
+        return policy.current.memory_ttl.total_seconds()
+
+    agents = AgentEvents(handoff, contexts, metrics, audit, catalogue, settings, ttl_s)
+    if outcomes is not None:
+        outcomes.on_answered = agents.answered
     speech = build_speech(settings, catalogue, ami)
     placer: CallbackPlacer | None = None
     if ami is not None and queue_model is not None:
@@ -244,11 +279,14 @@ def build_router(settings: Settings) -> Router:
         sms=sms,
         queue_state=queue_model.snapshot if queue_model is not None else None,
         callbacks=placer.store if placer is not None else None,
+        handoff=handoff,
+        contexts=contexts,
         on_result=_all(audit.write, metrics.observe_call, outcomes.on_result if outcomes is not None else None),
     )
     a = settings.agi
+    correction = CorrectionHandler(catalogue, contexts, ttl_s, on_correction=agents.corrected)
     server = AGIServer(
-        {HOTLINE_SCRIPT: flow},
+        {HOTLINE_SCRIPT: flow, CORRECT_SCRIPT: correction, TRANSFER_SCRIPT: TransferHandler(handoff, contexts)},
         AGIServerConfig(
             host=a.host,
             port=a.port,
@@ -277,7 +315,85 @@ def build_router(settings: Settings) -> Router:
         audit,
         metrics,
         queue_model,
+        contexts,
+        CallsAPI(contexts, api_token(settings)) if hs.api else None,
     )
+
+
+def api_token(settings: Settings) -> str:
+    """The bearer token of ``GET /calls/{ref}``: ``$AGI_ROUTER_API_TOKEN``, else ``[handoff] token_file``
+    (created with a random token, mode 0600, on first start)."""
+    token = os.environ.get("AGI_ROUTER_API_TOKEN", "")
+    if token:
+        if len(token) < 16:
+            raise ConfigError("AGI_ROUTER_API_TOKEN must have at least 16 characters", key="handoff.token_file")
+        return token
+    return load_or_create_key(settings.path(settings.handoff.token_file)).decode("ascii", errors="replace")
+
+
+class AgentEvents:
+    """What the agents' side tells the router: a routed call answered (AMI AgentConnect) and an agent's
+    correction (``correct`` over FastAGI). Counts them, keeps the context up to date, writes the audit trail
+    and labels the call's sampled utterances with the queue the agent chose."""
+
+    def __init__(
+        self,
+        handoff: Handoff,
+        contexts: ContextStore,
+        metrics: RouterMetrics,
+        audit: AuditLog,
+        catalogue: Catalogue,
+        settings: Settings,
+        ttl_s: Callable[[], float],
+    ) -> None:
+        self.handoff, self.contexts, self.metrics, self.audit = handoff, contexts, metrics, audit
+        self.catalogue, self.settings, self.ttl_s = catalogue, settings, ttl_s
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def answered(self, o: CallOutcome) -> None:
+        if o.action is None or o.queue is None:
+            return  # not a call the router routed (a callback leg, another context)
+        self.metrics.agent_answered.labels(o.queue, o.method or "none").inc()
+        task = asyncio.ensure_future(self._mark_answered(o.call_id, o.answered_at, o.agent))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _mark_answered(self, call_id: str, at: float | None, agent: str | None) -> None:
+        from dataclasses import replace
+
+        from .exceptions import StateStoreError
+
+        try:
+            ctx = await self.contexts.get(self.handoff.ref(call_id))
+            if ctx is not None:
+                await self.contexts.put(replace(ctx, answered_at=at, agent=agent), self.ttl_s())
+        except StateStoreError as exc:
+            log.info("context of %s not marked answered: %s", call_id, exc)
+
+    def corrected(self, c: Correction) -> None:
+        self.metrics.agent_corrections.labels(c.from_queue, c.to_queue, c.method).inc()
+        self.audit.write_event(
+            "correction", c.call_id, ref=c.ref, from_queue=c.from_queue, to_queue=c.to_queue, method=c.method,
+            motive=c.motive, agent=c.agent,
+        )  # fmt: skip
+        if c.samples and self.settings.sampling.enabled:
+            self._label(c)
+
+    def _label(self, c: Correction) -> None:
+        """The agent's queue becomes the label of the call's sampled sentences: its skill's generic motive
+        (``<skill>.autre``), so ``speech eval`` scores the queue (queue_right / misrouted) on them."""
+        from .speech.evaluation import append_labels
+
+        skill = next((s for s in self.catalogue.skills.values() if s.queue == c.to_queue), None)
+        generic = self.catalogue.generic_motive(skill.key) if skill is not None else None
+        if generic is None:
+            return  # the reception queue: "a person", not a motive
+        folder = self.settings.path(Path(self.settings.sampling.folder))
+        try:
+            n = append_labels(folder, [(sid, "motive", generic.id) for sid in c.samples])
+            log.info("labelled %d sample(s) with %s from an agent's correction", n, generic.id)
+        except OSError as exc:
+            log.warning("samples of %s not labelled: %s", c.ref, exc)
 
 
 def _all(*consumers: Callable[[CallResult], None] | None) -> Callable[[CallResult], None]:
@@ -566,7 +682,13 @@ async def _serve(
     await router.server.start(agi_sock)
     http: MetricsServer | None = None
     if metrics_sock is not None and router.metrics is not None:
-        http = MetricsServer(router.metrics, settings.metrics.host, settings.metrics.port, health=router.health)
+        http = MetricsServer(
+            router.metrics,
+            settings.metrics.host,
+            settings.metrics.port,
+            health=router.health,
+            calls=router.calls_api.answer if router.calls_api is not None else None,
+        )
         await http.start(metrics_sock)
     elif metrics_sock is not None:
         metrics_sock.close()

@@ -37,6 +37,8 @@ def record_of(r: CallResult) -> dict[str, Any]:
         "latency_ms": round(r.decision_latency_s * 1000, 3) if r.decision_latency_s is not None else None,
         "speech_to_route_ms": round(r.speech_to_route_s * 1000, 1) if r.speech_to_route_s is not None else None,
     }
+    if r.context is not None:  # what the agent was given (handoff/): the reference GET /calls/{ref} takes
+        rec["handoff"] = {"ref": r.context.ref, "flags": list(r.context.flags)}
     if r.motive is not None:
         m = r.motive
         rec["motive"] = {
@@ -146,6 +148,12 @@ class AuditLog:
     def write(self, r: CallResult) -> None:
         self._logger.info(json.dumps(record_of(r), ensure_ascii=False))
 
+    def write_event(self, event: str, call_id: str, **fields: Any) -> None:
+        """A later event of a call (an agent's correction): one line with ``event``, read back by
+        ``audit explain`` with the call's decision, skipped by the replay."""
+        rec = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds"), "event": event, "call_id": call_id}
+        self._logger.info(json.dumps({**rec, **fields}, ensure_ascii=False))
+
     @property
     def pending(self) -> int:
         """Lines not yet on disk (the disk refused them); they go first when it takes writes again."""
@@ -188,6 +196,11 @@ def find(path: Path, call_id: str) -> Iterator[dict[str, Any]]:
 
 def explain(rec: dict[str, Any]) -> str:
     """Why a call went where it went, in a few lines of plain text."""
+    if rec.get("event") == "correction":
+        return (
+            f"  at {rec['ts']} agent {rec.get('agent') or '?'} moved the caller from {rec.get('from_queue')} "
+            f"to {rec.get('to_queue')} (the motive had been captured by {rec.get('method')})"
+        )
     out = [f"call {rec['call_id']} at {rec['ts']}, caller {rec['caller']}"]
     inp = rec.get("inputs") or {}
     acc = inp.get("account") or {}

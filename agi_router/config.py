@@ -19,6 +19,7 @@ __all__ = [
     "AMISettings",
     "DirectorySettings",
     "FlowSettings",
+    "HandoffSettings",
     "LogSettings",
     "MetricsSettings",
     "Settings",
@@ -146,6 +147,18 @@ class SmsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class HandoffSettings:
+    """What the agent receives with a routed call (``handoff/``): the whisper before the bridge, the
+    ``X-Router-*`` headers on their INVITE, ``GET /calls/{ref}`` on the HTTP port, the ``*7`` correction."""
+
+    whisper: str = "useful"  # off | on | useful (a precise motive or something the queue does not say)
+    headers: bool = True
+    transcript: bool = False  # the caller's words in GET /calls/{ref} (off: only what was understood)
+    api: bool = True  # GET /calls/{ref}, bearer token from $AGI_ROUTER_API_TOKEN or token_file
+    token_file: Path = Path("api.token")  # created (0600) on first start
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsSettings:
     enabled: bool = True  # GET /metrics (Prometheus) and /healthz
     host: str = "127.0.0.1"
@@ -178,6 +191,7 @@ class Settings:
     speech: SpeechSettings = field(default_factory=SpeechSettings)
     understanding: UnderstandingSettings = field(default_factory=UnderstandingSettings)
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    handoff: HandoffSettings = field(default_factory=HandoffSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: str = "<defaults>"
@@ -346,6 +360,17 @@ def load_settings(path: Path | None = None) -> Settings:
     )
     sa.finish()
 
+    ho = root.table("handoff")
+    dh = d.handoff
+    handoff = HandoffSettings(
+        whisper=ho.choice("whisper", ("off", "on", "useful"), dh.whisper),
+        headers=ho.get("headers", bool, dh.headers),
+        transcript=ho.get("transcript", bool, dh.transcript),
+        api=ho.get("api", bool, dh.api),
+        token_file=Path(ho.get("token_file", str, str(dh.token_file))),
+    )
+    ho.finish()
+
     me = root.table("metrics")
     metrics = MetricsSettings(
         enabled=me.get("enabled", bool, d.metrics.enabled),
@@ -380,6 +405,7 @@ def load_settings(path: Path | None = None) -> Settings:
         speech=speech,
         understanding=understanding,
         sampling=sampling,
+        handoff=handoff,
         metrics=metrics,
         log=logs,
         source=f,

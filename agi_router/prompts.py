@@ -8,6 +8,7 @@ what Asterisk plays without transcoding: 8 kHz, mono, 16-bit WAV. Layout (Asteri
     DIR/router/menu-skill-<skill>.wav
     DIR/router/online/<motive id>.wav      (deflectable motives: the online procedure)
     DIR/router/confirm/<motive id>.wav     ("Vous appelez pour X ? Dites oui ou non, ou tapez 1 ou 2.")
+    DIR/router/whisper/...                 (what the agent hears before the bridge: handoff/whisper.py)
     DIR/router/<fixed prompt>.wav          (deflect-intro, goodbye, closed, ...)
 
 Install with ``DIR = /var/lib/asterisk/sounds/fr`` (or ``astdatadir``/sounds/fr).
@@ -27,6 +28,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .exceptions import ConfigError
+from .handoff.whisper import whisper_texts
 from .motives.catalogue import Catalogue
 
 __all__ = [
@@ -73,6 +75,9 @@ FIXED_PROMPTS: dict[str, str] = {
     "router/queue-unavailable": (
         "Nous ne pouvons pas donner suite à votre appel pour le moment. Merci de rappeler plus tard. Au revoir."
     ),
+    # to the agent (feature code *7): the digit of the right skill, or the correction refused
+    "router/correct-which": "Transfert. Tapez le chiffre du bon service.",
+    "router/correct-refused": "Transfert annulé.",
     "router/repeat-hangup": (
         "Vous venez d'appeler pour la même demande. Elle peut être faite dans votre compte ameli. Au revoir."
     ),
@@ -106,6 +111,7 @@ def prompt_texts(catalogue: Catalogue) -> dict[str, str]:
             out[f"router/online/{m.id}"] = m.online
         if m.kind == "normal":
             out[f"{CONFIRM_PREFIX}{m.id}"] = confirm_text(m.label)
+    out.update(whisper_texts(catalogue))
     return out
 
 

@@ -67,6 +67,8 @@ class CallContext:
     failed_captures: int = 0  # sentences not understood (or a "no" to the confirmation), menus not answered
     person_after_failures: int = 0  # safeguard: a person once failed_captures reaches this (0: off)
     heard_language: str = ""  # the language the caller's last sentence was heard in ("" when none)
+    transcript: str = ""  # the last motive sentence as recognised (for the agent, when the operator allows it)
+    samples: list[str] = field(default_factory=list)  # ids of this call's sampled utterances (opt-in sampling)
 
     def failed(self) -> bool:
         """Count one failed capture; True when the policy's safeguard says: no further try, a person now."""

@@ -28,6 +28,8 @@ from ..agi.session import AGISession
 from ..callbacks.store import CallbackRecords
 from ..directory.base import AccountDirectory
 from ..exceptions import AGIDeadChannel, AGIError, AGIHangup, DirectoryError, StateStoreError
+from ..handoff.context import AgentContext, Handoff
+from ..handoff.store import ContextStore
 from ..numbers import is_withheld, normalize_e164
 from ..policy.cohorts import cohorts_of
 from ..policy.config import Policy
@@ -106,6 +108,9 @@ class CallResult:
     errors: list[str] = field(default_factory=list)
     sms: str | None = None  # "sent" or "failed" when the decision included an SMS
     speech_rounds: list[SpeechRound] = field(default_factory=list)  # live-audio rounds, in order
+    transcript: str = ""  # the last motive sentence as recognised (kept in memory for this call only)
+    samples: list[str] = field(default_factory=list)  # this call's sampled utterances (opt-in sampling)
+    context: AgentContext | None = None  # what the agent receives (handoff/), for callers sent to one
 
 
 class CallFlow:
@@ -124,6 +129,8 @@ class CallFlow:
         sms: SmsSender | None = None,
         queue_state: Callable[[str], QueueSnapshot] | None = None,
         callbacks: CallbackRecords | None = None,
+        handoff: Handoff | None = None,
+        contexts: ContextStore | None = None,
     ) -> None:
         self.policy = policy
         self.directory = directory
@@ -137,6 +144,8 @@ class CallFlow:
         self.sms = sms if sms is not None else NoSms()
         self.queue_state = queue_state
         self.callbacks = callbacks
+        self.handoff = handoff
+        self.contexts = contexts
         self._background: set[asyncio.Task[None]] = set()
 
     async def __call__(self, session: AGISession) -> None:
@@ -155,6 +164,7 @@ class CallFlow:
         result = CallResult(call_id=env.uniqueid, caller=caller)
         ctx = CallContext(env.uniqueid, caller, env.language, hint=(env.args[0] if env.args else ""))
         result.speech_rounds = ctx.speech_rounds
+        result.samples = ctx.samples
         account_task = asyncio.create_task(self._lookup(e164, caller, result))
         try:
             async with asyncio.timeout(self.config.call_deadline):
@@ -172,6 +182,7 @@ class CallFlow:
                         language=motive.language or ctx.heard_language,
                     )
                 result.motive = motive
+                result.transcript = ctx.transcript
                 result.decision = await self._decide(session, policy, caller, e164, motive, account_task, result)
                 if ctx.speech_ended_at is not None:
                     result.speech_to_route_s = time.monotonic() - ctx.speech_ended_at
@@ -267,10 +278,17 @@ class CallFlow:
         result.decision_latency_s = time.perf_counter() - t0
         if decision.action is Action.DISSUADE and decision.callback_offer:
             decision = await self._offer_callback(session, decision, caller, e164, motive)
+        variables = decision.channel_variables()
+        if self.handoff is not None:  # the caller's context, for the agent who answers (headers, whisper)
+            result.context = self.handoff.context(result, decision, policy)
+            if result.context is not None:
+                variables.update(self.handoff.variables(result.context))
         # ROUTER_DONE last, in its own command, so that a partial write
         # (connection lost midway) still leaves the dialplan on its human default.
-        await session.set_variables(decision.channel_variables())
+        await session.set_variables(variables)
         await session.set_variable("ROUTER_DONE", "1")
+        if result.context is not None and self.contexts is not None:
+            self._spawn(self._store_context(result.context, policy))
         if decision.sms_template and e164 is not None:
             self._spawn(self._send_sms(e164, decision.sms_template, session.env.uniqueid, result))
         if motive.motive_id and not withheld:
@@ -326,6 +344,13 @@ class CallFlow:
             return {}
         names = {policy.queue_for(motive.motive_id), policy.default_queue}  # the skill queue and its fallback
         return {name: self.queue_state(name) for name in names}
+
+    async def _store_context(self, context: AgentContext, policy: Policy) -> None:
+        assert self.contexts is not None
+        try:
+            await self.contexts.put(context, policy.memory_ttl.total_seconds())
+        except StateStoreError as exc:  # the channel variables still carry it to the agent
+            log.warning("context of %s not stored: %s", context.call_id, exc)
 
     async def _record(self, caller: str, motive: str, call: PastCall, policy: Policy) -> None:
         try:

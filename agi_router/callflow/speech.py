@@ -328,10 +328,14 @@ class SpeechCapture:
         del self.rounds[:-100]
         call.speech_rounds.append(outcome.summary())
         r = outcome.recognition
+        if r is not None and outcome.mode == "motive" and r.transcript:
+            call.transcript = r.transcript
         if call.sample and self.sampler is not None and outcome.audio is not None and r is not None:
             u = r.understanding
             understood = u.as_json() if u is not None else {"reply": r.reply} if outcome.mode == "confirm" else {}
-            self.sampler.keep(outcome.audio, mode=outcome.mode, transcript=r.transcript, understood=understood)
+            sid = self.sampler.keep(outcome.audio, mode=outcome.mode, transcript=r.transcript, understood=understood)
+            if sid is not None and outcome.mode == "motive":
+                call.samples.append(sid)  # labelled by the agent's correction, if any (handoff/correction.py)
         outcome.audio = None  # not kept in memory past the round
 
     def _round_min_s(self, *, reprompt: bool) -> float:

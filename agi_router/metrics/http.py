@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client import generate_latest
@@ -28,7 +28,10 @@ log = logging.getLogger(__name__)
 # generate_latest() writes the classic text format; say so (prometheus_client >= 0.22 announces
 # "version=1.0.0", which Prometheus 2.x, as packaged by Debian 12, does not know)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+    503: "Service Unavailable",
+}  # fmt: skip
 
 
 class MetricsServer:
@@ -39,12 +42,14 @@ class MetricsServer:
         port: int = 9646,
         *,
         health: Callable[[], dict[str, Any]] | None = None,
+        calls: Callable[[str, dict[str, str]], Awaitable[tuple[int, str, bytes]]] | None = None,
         head_timeout: float = 5.0,
         head_max_bytes: int = 8192,
     ) -> None:
         self.metrics = metrics
         self.host, self.port = host, port
         self.health = health or (lambda: {"status": "ok"})
+        self.calls = calls  # GET /calls/{ref} (handoff/api.py), None: not served
         self.head_timeout = head_timeout
         self.head_max_bytes = head_max_bytes
         self._server: asyncio.base_events.Server | None = None
@@ -77,10 +82,11 @@ class MetricsServer:
                     head = await reader.readuntil(b"\r\n\r\n")
             except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
                 return
-            status, ctype, body = self._answer(head)
+            status, ctype, body = await self._route(head)
             method = head.split(b" ", 1)[0]
+            extra = "WWW-Authenticate: Bearer\r\n" if status == 401 else ""
             writer.write(
-                f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {ctype}\r\n"
+                f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {ctype}\r\n{extra}"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
             )
             if method != b"HEAD":
@@ -89,6 +95,18 @@ class MetricsServer:
                 await writer.drain()
         finally:
             writer.close()
+
+    async def _route(self, head: bytes) -> tuple[int, str, bytes]:
+        if self.calls is not None and head.startswith((b"GET /calls/", b"HEAD /calls/")):
+            lines = head.decode("latin-1").split("\r\n")
+            path = lines[0].split(" ")[1].split("?", 1)[0]
+            headers = {}
+            for line in lines[1:]:
+                name, sep, value = line.partition(":")
+                if sep:
+                    headers[name.strip().lower()] = value.strip()
+            return await self.calls(path, headers)
+        return self._answer(head)
 
     def _answer(self, head: bytes) -> tuple[int, str, bytes]:
         try:

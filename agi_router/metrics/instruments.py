@@ -105,6 +105,20 @@ class RouterMetrics:
             ["arm", "action", "segment"],
             registry=r,
         )
+        # the agent's side (handoff/): answered calls and the agents' corrections, per capture method, so
+        # that "routing confirmed by agents" = 1 - corrections / answered, per queue and method
+        self.agent_answered = Counter(
+            p + "agent_answered",
+            "Routed calls answered by an agent, by queue and by how the motive was captured",
+            ["queue", "method"],
+            registry=r,
+        )
+        self.agent_corrections = Counter(
+            p + "agent_corrections",
+            "Callers an agent moved to another queue (feature code), by queue before and after and capture method",
+            ["from_queue", "to_queue", "method"],
+            registry=r,
+        )
         self.rules = Counter(p + "policy_rules", "Decisions by the policy rule that decided", ["rule"], registry=r)
         self.repeat_hangups = Counter(
             p + "repeat_hangups", "Repeat callers hung up on (same motive within the window)", registry=r

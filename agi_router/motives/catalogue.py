@@ -42,6 +42,12 @@ class Motive:
     sms: str | None = None
     examples: tuple[str, ...] = ()
     held_out: tuple[str, ...] = ()
+    short: str = ""  # the few words the agent's whisper says; "" = the label without its parenthesis
+
+    def __post_init__(self) -> None:
+        if not self.short:
+            phrase = re.sub(r"\s*\([^)]*\)", "", self.label).strip()
+            object.__setattr__(self, "short", phrase[0].lower() + phrase[1:] if phrase[1:2].islower() else phrase)
 
 
 def default_catalogue_path() -> Path:
@@ -130,7 +136,9 @@ class Catalogue:
             raise err("motives", "at least one [[motives]] entry is required")
         motives: dict[str, Motive] = {}
         motive_dtmf: dict[str, str] = {}
-        known_keys = {"id", "label", "skill", "kind", "simple", "dtmf", "online", "sms", "examples", "held_out"}
+        known_keys = {
+            "id", "label", "short", "skill", "kind", "simple", "dtmf", "online", "sms", "examples", "held_out"
+        }  # fmt: skip
         for i, m in enumerate(raw_motives):
             where = f"motives[{i}]"
             if not isinstance(m, dict):
@@ -181,5 +189,6 @@ class Catalogue:
                 sms,
                 lists["examples"],
                 lists["held_out"],
+                text(m, "short", where, required=False) or "",
             )
         return cls(version, language, skills, motives)

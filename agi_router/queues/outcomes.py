@@ -36,7 +36,9 @@ class CallOutcome:
     rule: str | None = None
     motive: str | None = None
     segment: str | None = None
+    method: str | None = None  # how the motive was captured (speech | dtmf | variable | none)
     queue: str | None = None
+    agent: str | None = None  # the member interface that answered
     joined_at: float | None = None
     answered_at: float | None = None
     wait_s: float | None = None
@@ -76,10 +78,12 @@ class OutcomeTracker:
         *,
         clock: Callable[[], float] = time.time,
         linger_s: float = 4 * 3600.0,
+        on_answered: Callable[[CallOutcome], None] | None = None,
     ) -> None:
         self.sink = sink or (lambda o: log.info(json.dumps(asdict(o), ensure_ascii=False)))
         self.clock = clock
         self.linger_s = linger_s
+        self.on_answered = on_answered  # each time an agent answers a routed call (handoff bookkeeping)
         self.open: dict[str, CallOutcome] = {}
         self.emitted = 0
 
@@ -97,6 +101,8 @@ class OutcomeTracker:
         if d is not None:
             o.action, o.rule, o.queue, o.segment = d.action.value, d.rule, d.queue, d.segment.value
             o.motive = d.motive_id
+        if r.motive is not None:
+            o.method = r.motive.method
         o.fallback = r.fallback_reason
         if r.hung_up:
             self._emit(r.call_id)
@@ -111,10 +117,17 @@ class OutcomeTracker:
         o = self.open.get(m.get("Uniqueid", ""))
         if o is not None:
             o.answered_at = self.clock()
+            o.queue = m.get("Queue") or o.queue
+            o.agent = m.get("Interface") or None
             try:
                 o.wait_s = float(m.get("HoldTime", ""))
             except ValueError:
                 o.wait_s = None
+            if self.on_answered is not None:
+                try:
+                    self.on_answered(o)
+                except Exception:
+                    log.exception("answered-call consumer failed")
 
     def on_abandon(self, m: Message) -> None:
         o = self.open.get(m.get("Uniqueid", ""))

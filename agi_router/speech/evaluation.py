@@ -45,7 +45,7 @@ from ..motives.understanding import Understander
 from .recognizer import Recognizer, normalize_text
 from .sampling import SUFFIX, SampleStore
 
-__all__ = ["LABELS", "Labelled", "evaluate_folder", "label_samples", "load_labelled", "word_errors"]
+__all__ = ["LABELS", "Labelled", "append_labels", "evaluate_folder", "label_samples", "load_labelled", "word_errors"]
 
 LABELS = "labels.tsv"
 Pcm = npt.NDArray[np.int16]
@@ -268,6 +268,26 @@ def label_samples(
             f.write(f"{s.id}\t{kind}\t{expected}\t{reference.strip()}\n")
         labelled += 1
     return labelled
+
+
+def append_labels(folder: Path, rows: Sequence[tuple[str, str, str]]) -> int:
+    """Append ``(sample id, kind, expected)`` rows to ``folder/labels.tsv`` (the agents' corrections label
+    samples this way: the sample's id is all that is written, no call data); ids already labelled are kept
+    as they are. Returns how many rows were added."""
+    path = folder / LABELS
+    done = set()
+    if path.is_file():
+        done = {line.split("\t", 1)[0] for line in path.read_text(encoding="utf-8").splitlines()[1:]}
+    rows = [r for r in rows if r[0] not in done]
+    if not rows:
+        return 0
+    new = not path.is_file()
+    with path.open("a", encoding="utf-8") as f:
+        if new:
+            f.write("id\tkind\texpected\treference\n")
+        for sid, kind, expected in rows:
+            f.write(f"{sid}\t{kind}\t{expected}\t\n")
+    return len(rows)
 
 
 def _kind_of(label: str, catalogue: Catalogue) -> tuple[str | None, str]:

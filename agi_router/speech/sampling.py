@@ -151,10 +151,13 @@ class Sampler:
         consent = await session.get_variable(self.consent_variable)
         return consent == "1" and self.rng() < self.rate
 
-    def keep(self, pcm: npt.NDArray[np.int16], *, mode: str, transcript: str, understood: dict[str, Any]) -> None:
+    def keep(self, pcm: npt.NDArray[np.int16], *, mode: str, transcript: str, understood: dict[str, Any]) -> str | None:
+        """The sample's id, or None when it could not be kept (logged)."""
         try:
-            self.store.save(pcm, mode=mode, transcript=transcript, understood=understood)
+            path = self.store.save(pcm, mode=mode, transcript=transcript, understood=understood)
             self.kept += 1
+            return path.name.removesuffix(SUFFIX)
         except (OSError, ValueError) as exc:
             self.failed += 1
             log.warning("capture sample not kept in %s: %s", self.store.folder, exc)
+            return None
