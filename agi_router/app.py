@@ -253,7 +253,13 @@ def build_router(settings: Settings) -> Router:
             store = CallbackStore(settings.path(Path("callbacks.sqlite3")), pseudo.subkey(b"callbacks"))
         if store.recovered:
             log.warning("%d callback(s) were being placed when the router stopped: pending again", store.recovered)
-        placer = CallbackPlacer(store, ami, queue_model.snapshot, lambda now: is_open(policy.current, now))
+        placer = CallbackPlacer(
+            store,
+            ami,
+            queue_model.snapshot,
+            lambda now: is_open(policy.current, now),
+            context_variables=agents.callback_variables,  # the agent who takes it gets the call's context
+        )
     sources: list[MotiveCapture] = [HintCapture()]
     if speech is not None:
         sources.append(speech)
@@ -369,6 +375,18 @@ class AgentEvents:
                 await self.contexts.put(replace(ctx, answered_at=at, agent=agent), self.ttl_s())
         except StateStoreError as exc:
             log.info("context of %s not marked answered: %s", call_id, exc)
+
+    async def callback_variables(self, call_id: str) -> dict[str, str]:
+        """The Originate variables of a callback: the context of the call that asked for it, or nothing
+        (expired, store down: the callback is placed all the same)."""
+        from .exceptions import StateStoreError
+
+        try:
+            ctx = await self.contexts.get(self.handoff.ref(call_id))
+        except StateStoreError as exc:
+            log.info("callback of %s placed without its context: %s", call_id, exc)
+            return {}
+        return self.handoff.variables(ctx) if ctx is not None else {}
 
     def corrected(self, c: Correction) -> None:
         self.metrics.agent_corrections.labels(c.from_queue, c.to_queue, c.method).inc()

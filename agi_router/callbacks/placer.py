@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -48,8 +48,10 @@ class CallbackPlacer:
         config: PlacerConfig | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        context_variables: Callable[[str], Awaitable[dict[str, str]]] | None = None,
     ) -> None:
         self.store = store
+        self.context_variables = context_variables  # the call's context for the agent (handoff/), by call id
         self.ami = ami
         self.queue_state = queue_state
         self.policy_open = policy_open
@@ -104,6 +106,12 @@ class CallbackPlacer:
 
     async def _place(self, cb: Callback) -> None:
         cfg = self.config
+        context: dict[str, str] = {}
+        if self.context_variables is not None:
+            try:
+                context = await self.context_variables(cb.call_id)
+            except Exception:  # the callback is placed without it: the agent asks
+                log.exception("context of callback %d not found", cb.id)
         try:
             await self.ami.action(
                 "Originate",
@@ -117,6 +125,7 @@ class CallbackPlacer:
                     ("Variable", f"ROUTER_QUEUE={cb.queue}"),
                     ("Variable", f"ROUTER_PRIO={cfg.priority}"),
                     ("Variable", f"CALLBACK_ID={cb.id}"),
+                    *(("Variable", f"{k}={v}") for k, v in context.items()),
                     ("Async", "false"),
                 ],
                 timeout=cfg.ring_timeout_s + 10,
