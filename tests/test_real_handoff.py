@@ -222,13 +222,15 @@ def test_the_agent_gets_the_context_and_corrects_the_route(pbx: Shipped, tmp_pat
     up = next(
         float(e["Timestamp"])
         for e in events
-        if e.get("Event") == "Newstate" and e.get("Channel", "").startswith("PJSIP/agent2") and e.get("ChannelStateDesc") == "Up"
-    )
+        if e.get("Event") == "Newstate" and e.get("Channel", "").startswith("PJSIP/agent2")
+        and e.get("ChannelStateDesc") == "Up"
+    )  # fmt: skip
     bridged = next(
         float(e["Timestamp"])
         for e in events
-        if e.get("Event") == "BridgeEnter" and e.get("Channel", "").startswith("PJSIP/sipp") and float(e["Timestamp"]) > up
-    )
+        if e.get("Event") == "BridgeEnter" and e.get("Channel", "").startswith("PJSIP/sipp")
+        and float(e["Timestamp"]) > up
+    )  # fmt: skip
     whisper = _whisper_s(pbx, ["router/whisper/attestation_droits"])
     packets = _rtp_to(pcap, m2)
     heard_agent = _voiced_s(packets, up, bridged)
