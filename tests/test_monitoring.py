@@ -99,6 +99,8 @@ def full_metrics(tmp_path: Path) -> Iterator[RouterMetrics]:
     TimedDirectory(StubDirectory(), m, "sqlite")._errors.inc()
     TimedMemory(InMemoryCallerMemory(), m, "memory")._h[1].inc()
     TimedSms(NoSms(), m)._sent.inc()
+    m.agent_answered.labels("droits", "speech").inc()
+    m.agent_corrections.labels("droits", "indemnites", "speech").inc()
     decision = Decision(
         action=Action.DEFLECT,
         queue=None,

@@ -503,6 +503,35 @@ def build() -> dict[str, Any]:
         12,
     )
 
+    # the agents' view of the routing (handoff/): callers moved with *7, and the share they kept
+    lay.add(
+        timeseries(
+            "Routing confirmed by agents (answered calls not moved)",
+            [
+                ("agi_router:routing_confirmed_share_by_queue:rate1h", "{{queue}}"),
+                ("agi_router:routing_confirmed_share:rate1h", "{{queue}} by {{method}}"),
+            ],
+            "percentunit",
+            description="1 - corrections / answered calls, per queue and per capture method (speech, dtmf, "
+            "variable); alert AgiRouterRoutingConfirmedDrop.",
+        ),
+        12,
+    )
+    lay.add(
+        timeseries(
+            "Agents' corrections (from -> to)",
+            [
+                (
+                    f"sum by (from_queue, to_queue) (rate(agi_router_agent_corrections_total[{RANGE}])) * 3600",
+                    "{{from_queue}} -> {{to_queue}}",
+                )
+            ],
+            "short",
+            stack=True,
+        ),
+        12,
+    )
+
     lay.row("Callbacks")
     lay.add(stat("Callbacks pending", "sum(agi_router_callbacks_pending)", thresholds=[(0, "green"), (50, "red")]), 6)
     lay.add(
