@@ -189,6 +189,8 @@ def test_no_metric_has_a_per_caller_label(full_metrics: RouterMetrics) -> None:
         "arm",
         "cohort",
         "catalogue",
+        "from_queue",  # an agent's correction: queue names, a closed set
+        "to_queue",
         "le",
     }
     for fam in full_metrics.registry.collect():
