@@ -242,3 +242,27 @@ def test_catalogue_short_labels() -> None:
     assert CAT.motives["prise_en_charge_ald"].short == "A L D"
     assert CAT.motives["ij_montant"].short == "montant des indemnités journalières"  # default: the label
     assert all(len(m.short.split()) <= 9 for m in CAT)
+
+
+async def test_redis_context_store_shares_and_expires(redis_server: str) -> None:
+    """Several routers: one writes the context, another reads it; it expires with its TTL; a dead Redis is a
+    StateStoreError (the call's route never depends on it)."""
+    from agi_router.exceptions import StateStoreError
+    from agi_router.handoff import RedisContextStore
+
+    a = RedisContextStore(redis_server, prefix="t-ctx:", timeout=0.5)
+    b = RedisContextStore(redis_server, prefix="t-ctx:", timeout=0.5)
+    try:
+        ctx = _ctx(ref="b" * 16, flags=["priority"], samples=["s1"])
+        await a.put(ctx, ttl_s=0.3)
+        got = await b.get("b" * 16)
+        assert got == ctx
+        await asyncio.sleep(0.5)
+        assert await b.get("b" * 16) is None
+    finally:
+        await a.close()
+        await b.close()
+    dead = RedisContextStore("redis://127.0.0.1:1/0", timeout=0.2)
+    with pytest.raises(StateStoreError):
+        await dead.get("c" * 16)
+    await dead.close()
