@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 
 from agi_router.media.g711 import ulaw_encode
+from loadtest.dtmf import rfc4733_pcap
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "loadtest" / "scenarios"
@@ -47,6 +48,7 @@ def _free_udp_port() -> int:
 def _load(scenario: Path, folder: Path) -> subprocess.CompletedProcess[str]:
     """Run ``scenario`` for 1 s against a port where nothing answers: SIPp loads it, starts, times out."""
     (folder / "speech.ulaw").write_bytes(b"\xff" * 160)
+    rfc4733_pcap("*71", folder / "correct.pcap")  # agent-context.xml's correction code (loadtest/dtmf.py)
     (folder / "callers.csv").write_text("SEQUENTIAL\n0612345678;0;0;;;0\n")
     args = [SIPP, "-sf", str(scenario), "-inf", "callers.csv", "-i", "127.0.0.1", "-p", str(_free_udp_port()),
             "-m", "1", "-timeout", "1s", "-timeout_error", "-nostdin", f"127.0.0.1:{_free_udp_port()}"]  # fmt: skip
