@@ -138,32 +138,35 @@ def test_the_agent_gets_the_context_and_corrects_the_route(pbx: Shipped, tmp_pat
     _register("agent1", a1, sip, tmp_path)
     _register("agent2", a2, sip, tmp_path)
     # agent2 corrects (skill 1 = remboursements) 3 s after answering; agent1 talks 2 s then hangs up
-    agents = [_agent("agent2", a2, m2, "1;3000;20000", tmp_path), _agent("agent1", a1, m1, "0;2000;2000", tmp_path)]
-    pcap = tmp_path / "rtp.pcap"
-    dump = subprocess.Popen(
-        ["tcpdump", "-i", "lo", "-U", "-s", "0", "-w", str(pcap), f"udp and (dst port {m1} or dst port {m2} or "
-         f"dst port {mc})"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    # Asterisk qualifies a new contact at once, before the UAS was listening: wait for its next OPTIONS
-    deadline = time.monotonic() + 60
-    while "Not in use" not in pbx.ast.cli("queue show droits") or "Not in use" not in pbx.ast.cli(
-        "queue show remboursements"
-    ):
-        assert time.monotonic() < deadline, pbx.ast.cli("queue show droits")
-        for _ in pbx.ami.messages(0.5):
-            pass
-    for _ in pbx.ami.messages(1.0):  # the router's queue model hears the same (AMI)
-        pass
-    start = len(pbx.ami.events)
-    csv = tmp_path / "callers.csv"
-    csv.write_text("SEQUENTIAL\n0699999999;3;4;40000\n")  # droits, then 4: attestation de droits
-    caller = subprocess.Popen(
-        ["sipp", "-sf", str(SCENARIOS / "caller-3646.xml"), "-inf", str(csv), "-i", "127.0.0.1", "-p",
-         str(free_port()), "-mp", str(mc), "-m", "1", "-l", "1", "-nostdin", "-timeout", "90s", "-timeout_error",
-         "-trace_err", f"127.0.0.1:{sip}"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    procs: list[subprocess.Popen[bytes]] = []
     try:
+        procs.append(_agent("agent2", a2, m2, "1;3000;20000", tmp_path))
+        procs.append(_agent("agent1", a1, m1, "0;2000;2000", tmp_path))
+        pcap = tmp_path / "rtp.pcap"
+        procs.append(subprocess.Popen(
+            ["tcpdump", "-i", "lo", "-U", "-s", "0", "-w", str(pcap), f"udp and (dst port {m1} or dst port {m2} or "
+             f"dst port {mc})"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))  # fmt: skip
+        # Asterisk qualifies a new contact at once, before the UAS was listening: wait for its next OPTIONS
+        deadline = time.monotonic() + 60
+        while "Not in use" not in pbx.ast.cli("queue show droits") or "Not in use" not in pbx.ast.cli(
+            "queue show remboursements"
+        ):
+            assert time.monotonic() < deadline, pbx.ast.cli("queue show droits")
+            for _ in pbx.ami.messages(0.5):
+                pass
+        for _ in pbx.ami.messages(1.0):  # the router's queue model hears the same (AMI)
+            pass
+        start = len(pbx.ami.events)
+        csv = tmp_path / "callers.csv"
+        csv.write_text("SEQUENTIAL\n0699999999;3;4;40000\n")  # droits, then 4: attestation de droits
+        caller = subprocess.Popen(
+            ["sipp", "-sf", str(SCENARIOS / "caller-3646.xml"), "-inf", str(csv), "-i", "127.0.0.1", "-p",
+             str(free_port()), "-mp", str(mc), "-m", "1", "-l", "1", "-nostdin", "-timeout", "90s", "-timeout_error",
+             "-trace_err", f"127.0.0.1:{sip}"],
+            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        procs.append(caller)
         deadline = time.monotonic() + 100
         while caller.poll() is None and time.monotonic() < deadline:
             for _ in pbx.ami.messages(0.5):
@@ -172,7 +175,7 @@ def test_the_agent_gets_the_context_and_corrects_the_route(pbx: Shipped, tmp_pat
         for _ in pbx.ami.messages(2.0):
             pass
     finally:
-        for p in (caller, *agents, dump):
+        for p in procs:  # nothing of the test is left running, whatever failed
             if p.poll() is None:
                 p.terminate()
                 p.wait(10)
