@@ -36,6 +36,7 @@ from .directory.http import HTTPDirectory
 from .directory.sqlite import SQLiteDirectory
 from .exceptions import ConfigError, DirectoryError
 from .handoff import (
+    AgentEvents,
     CallsAPI,
     ContextStore,
     CorrectionHandler,
@@ -45,7 +46,6 @@ from .handoff import (
     RedisContextStore,
     TransferHandler,
 )
-from .handoff.correction import Correction
 from .listen import bind_listener
 from .media.rtp import PortPool
 from .metrics import MetricsServer, RouterMetrics, TimedDirectory, TimedMemory, TimedSms
@@ -57,7 +57,7 @@ from .policy.model import AccountFacts
 from .privacy import Pseudonymizer, load_or_create_key
 from .prompts import CONFIRM_PREFIX, PromptLengths
 from .queues.model import QueueModel
-from .queues.outcomes import CallOutcome, OutcomeTracker
+from .queues.outcomes import OutcomeTracker
 from .sms import HTTPSmsGateway, NoSms, SmsSender
 from .speech.endpointer import EndpointerConfig
 from .speech.sampling import Sampler, SampleStore
@@ -240,7 +240,8 @@ def build_router(settings: Settings) -> Router:
     def ttl_s() -> float:  # contexts expire with the caller memory
         return policy.current.memory_ttl.total_seconds()
 
-    agents = AgentEvents(handoff, contexts, metrics, audit, catalogue, settings, ttl_s)
+    samples = settings.path(Path(settings.sampling.folder)) if settings.sampling.enabled else None
+    agents = AgentEvents(handoff, contexts, metrics, audit, ttl_s, samples_folder=samples)
     if outcomes is not None:
         outcomes.on_answered = agents.answered
     speech = build_speech(settings, catalogue, ami)
@@ -335,83 +336,6 @@ def api_token(settings: Settings) -> str:
             raise ConfigError("AGI_ROUTER_API_TOKEN must have at least 16 characters", key="handoff.token_file")
         return token
     return load_or_create_key(settings.path(settings.handoff.token_file)).decode("ascii", errors="replace")
-
-
-class AgentEvents:
-    """What the agents' side tells the router: a routed call answered (AMI AgentConnect) and an agent's
-    correction (``correct`` over FastAGI). Counts them, keeps the context up to date, writes the audit trail
-    and labels the call's sampled utterances with the queue the agent chose."""
-
-    def __init__(
-        self,
-        handoff: Handoff,
-        contexts: ContextStore,
-        metrics: RouterMetrics,
-        audit: AuditLog,
-        catalogue: Catalogue,
-        settings: Settings,
-        ttl_s: Callable[[], float],
-    ) -> None:
-        self.handoff, self.contexts, self.metrics, self.audit = handoff, contexts, metrics, audit
-        self.catalogue, self.settings, self.ttl_s = catalogue, settings, ttl_s
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def answered(self, o: CallOutcome) -> None:
-        if o.action is None or o.queue is None:
-            return  # not a call the router routed (a callback leg, another context)
-        self.metrics.agent_answered.labels(o.queue, o.method or "none").inc()
-        task = asyncio.ensure_future(self._mark_answered(o.call_id, o.answered_at, o.agent))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _mark_answered(self, call_id: str, at: float | None, agent: str | None) -> None:
-        from dataclasses import replace
-
-        from .exceptions import StateStoreError
-
-        try:
-            ctx = await self.contexts.get(self.handoff.ref(call_id))
-            if ctx is not None:
-                await self.contexts.put(replace(ctx, answered_at=at, agent=agent), self.ttl_s())
-        except StateStoreError as exc:
-            log.info("context of %s not marked answered: %s", call_id, exc)
-
-    async def callback_variables(self, call_id: str) -> dict[str, str]:
-        """The Originate variables of a callback: the context of the call that asked for it, or nothing
-        (expired, store down: the callback is placed all the same)."""
-        from .exceptions import StateStoreError
-
-        try:
-            ctx = await self.contexts.get(self.handoff.ref(call_id))
-        except StateStoreError as exc:
-            log.info("callback of %s placed without its context: %s", call_id, exc)
-            return {}
-        return self.handoff.variables(ctx) if ctx is not None else {}
-
-    def corrected(self, c: Correction) -> None:
-        self.metrics.agent_corrections.labels(c.from_queue, c.to_queue, c.method).inc()
-        self.audit.write_event(
-            "correction", c.call_id, ref=c.ref, from_queue=c.from_queue, to_queue=c.to_queue, method=c.method,
-            motive=c.motive, agent=c.agent,
-        )  # fmt: skip
-        if c.samples and self.settings.sampling.enabled:
-            self._label(c)
-
-    def _label(self, c: Correction) -> None:
-        """The agent's queue becomes the label of the call's sampled sentences: its skill's generic motive
-        (``<skill>.autre``), so ``speech eval`` scores the queue (queue_right / misrouted) on them."""
-        from .speech.evaluation import append_labels
-
-        skill = next((s for s in self.catalogue.skills.values() if s.queue == c.to_queue), None)
-        generic = self.catalogue.generic_motive(skill.key) if skill is not None else None
-        if generic is None:
-            return  # the reception queue: "a person", not a motive
-        folder = self.settings.path(Path(self.settings.sampling.folder))
-        try:
-            n = append_labels(folder, [(sid, "motive", generic.id) for sid in c.samples])
-            log.info("labelled %d sample(s) with %s from an agent's correction", n, generic.id)
-        except OSError as exc:
-            log.warning("samples of %s not labelled: %s", c.ref, exc)
 
 
 def _all(*consumers: Callable[[CallResult], None] | None) -> Callable[[CallResult], None]:

@@ -266,3 +266,26 @@ async def test_redis_context_store_shares_and_expires(redis_server: str) -> None
     with pytest.raises(StateStoreError):
         await dead.get("c" * 16)
     await dead.close()
+
+
+def test_a_correction_labels_the_calls_samples_with_the_chosen_skill(tmp_path: Path) -> None:
+    from agi_router.audit import AuditLog
+    from agi_router.handoff import AgentEvents
+    from agi_router.handoff.correction import Correction
+    from agi_router.metrics import RouterMetrics
+
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    (tmp_path / "samples").mkdir()  # (created with the first sample kept)
+    events = AgentEvents(
+        Handoff(CAT, b"k" * 32), InMemoryContextStore(), RouterMetrics(), audit, lambda: 60.0,
+        samples_folder=tmp_path / "samples",
+    )  # fmt: skip
+    move = Correction("1.1", "a" * 16, "droits", "indemnites", "speech", "attestation_droits", "PJSIP/agent2", 0.0)
+    events.corrected(replace(move, samples=("s1", "s2")))
+    events.corrected(replace(move, to_queue="accueil", samples=("s3",)))  # a person: no motive to learn
+    audit.close()
+    lines = (tmp_path / "samples" / LABELS).read_text().splitlines()
+    assert lines[1:] == ["s1\tmotive\tindemnites.autre\t", "s2\tmotive\tindemnites.autre\t"]
+    off = AgentEvents(Handoff(CAT, b"k" * 32), InMemoryContextStore(), RouterMetrics(), audit, lambda: 60.0)
+    off.corrected(replace(move, samples=("s4",)))  # sampling off: nothing written
+    assert "s4" not in (tmp_path / "samples" / LABELS).read_text()

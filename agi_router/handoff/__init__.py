@@ -13,18 +13,21 @@ What a routed call carries to the agent (all built from the one :class:`AgentCon
 * ``correction.py``: the agent's feature code (``*7`` + skill digit, features.conf applicationmap) over
   FastAGI: the router checks the digit against the catalogue, records the correction (audit trail,
   ``agi_router_agent_corrections_total``, the sampled utterances' label) and gives the caller's new leg
-  the context again ("transféré depuis ...").
+  the context again ("transféré depuis ...");
+* ``events.py``: answered calls, corrections and callbacks, as the router counts and records them.
 """
 
 from .api import CallsAPI
 from .context import AgentContext, Handoff, HandoffConfig, context_ref
 from .correction import CorrectionHandler, TransferHandler
+from .events import AgentEvents
 from .store import ContextStore, InMemoryContextStore, RedisContextStore
 from .whisper import WHISPER_MODES, whisper_prompts, whisper_texts
 
 __all__ = [
     "WHISPER_MODES",
     "AgentContext",
+    "AgentEvents",
     "CallsAPI",
     "ContextStore",
     "CorrectionHandler",
