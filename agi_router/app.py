@@ -307,6 +307,12 @@ def build_router(settings: Settings) -> Router:
     src.callback_store = placer.store if placer is not None else None
     src.policy, src.catalogue_version = policy, catalogue.version
     src.extra.append(lambda: audit_metrics(audit))
+    calls_api = CallsAPI(contexts, api_token(settings)) if hs.api else None
+    if calls_api is not None:  # requests without the right token: a probe, or a CTI with a stale token
+        src.extra.append(lambda: [
+            CounterMetricFamily("agi_router_calls_api_refused", "GET /calls/{ref} refused: no or wrong token",
+                                value=calls_api.refused)
+        ])  # fmt: skip
     return Router(
         settings,
         catalogue,
@@ -323,7 +329,7 @@ def build_router(settings: Settings) -> Router:
         metrics,
         queue_model,
         contexts,
-        CallsAPI(contexts, api_token(settings)) if hs.api else None,
+        calls_api,
     )
 
 

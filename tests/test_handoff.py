@@ -133,6 +133,7 @@ async def test_calls_api_needs_the_token_expires_and_never_shows_a_number(live: 
         port = http.address[1]
         assert (await _http(port, f"/calls/{ref}", None))[0] == 401
         assert (await _http(port, f"/calls/{ref}", "x" * 40))[0] == 401
+        assert api.refused == 2
         assert (await _http(port, "/calls/../../etc/passwd", token))[0] == 404
         status, body = await _http(port, f"/calls/{ref}", token)
         assert status == 200

@@ -217,6 +217,7 @@ def test_the_agent_gets_the_context_and_corrects_the_route(pbx: Shipped, tmp_pat
         in metrics
     )
     assert 'agi_router_agent_answered_total{method="dtmf",queue="droits"} 1.0' in metrics
+    assert "agi_router_calls_api_refused_total 2.0" in metrics  # the two requests without the right token
     audit = (pbx.var / "audit" / "decisions.jsonl").read_text()
     corrections = [json.loads(x) for x in audit.splitlines() if '"event": "correction"' in x]
     assert [(c["from_queue"], c["to_queue"]) for c in corrections if c["ref"] == ref] == [("droits", "remboursements")]
@@ -242,3 +243,82 @@ def test_the_agent_gets_the_context_and_corrects_the_route(pbx: Shipped, tmp_pat
           f"answer -> bridge {bridged - up:.3f} s")  # fmt: skip
     assert heard_agent >= 0.7 * whisper
     assert heard_caller == 0.0
+
+
+async def test_a_callback_carries_the_context_to_the_agent(tmp_path: Path) -> None:
+    """The placer's Originate (real AMI) carries the context of the call that asked for the callback: the
+    agent who takes it gets the headers and hears "Rappel." before the bridge."""
+    import asyncio
+
+    from agi_router.ami.client import AMIClient, AMIConfig
+    from agi_router.audit import AuditLog
+    from agi_router.callbacks.placer import CallbackPlacer, PlacerConfig
+    from agi_router.callbacks.store import CallbackStore
+    from agi_router.callflow.flow import CallResult
+    from agi_router.handoff import AgentEvents, Handoff, InMemoryContextStore
+    from agi_router.metrics import RouterMetrics
+    from agi_router.motives.catalogue import Catalogue
+    from agi_router.policy.model import Action, Decision, MotiveFacts, QueueSnapshot, Segment
+    from agi_router.prompts import build_prompts
+    from tests.asterisk_harness import AMI_SECRET, start, write_config
+    from tests.conftest import bundled_policy_always_open, eventually
+
+    cat = Catalogue.load()
+    ami_port, sip = free_port(), free_port()
+    ast = write_config(
+        Path(BINARY), tmp_path / "ast", agi_url="agi://127.0.0.1:1/3646", ami_port=ami_port, sip_port=sip
+    )
+    ext = ast.root / "etc" / "extensions.conf"
+    ext.write_text(ext.read_text() + "\n[test-callee-hold]\nexten => _[+0-9].,1,Answer()\n same => n,Wait(20)\n")
+    whisper = ["router/whisper/flag-callback", "router/whisper/attestation_droits"]
+    build_prompts(cat, ast.root / "data" / "sounds" / "fr", only=whisper)
+    await asyncio.to_thread(start, ast)
+    ami = AMIClient(AMIConfig(port=ami_port, secret=AMI_SECRET))
+    store = CallbackStore(tmp_path / "cb.sqlite3", b"k" * 32)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        port = free_port()
+        _register("agent2", port, sip, tmp_path)
+        procs.append(_agent("agent2", port, 33300, "0;1500;2000", tmp_path))
+        deadline = time.monotonic() + 60
+        while "Not in use" not in ast.cli("queue show droits"):
+            assert time.monotonic() < deadline, ast.cli("queue show droits")
+            await asyncio.sleep(0.5)
+        await ami.start()
+        assert await ami.wait_connected(10), ami.last_error
+        # the call that asked for the callback: routed while the queue was saturated, the caller said 1
+        handoff, contexts = Handoff(cat, b"h" * 32), InMemoryContextStore()
+        decision = Decision(Action.CALLBACK, "droits", 5, "saturation.callback", (), "p", Segment.NO_ACCOUNT,
+                            "attestation_droits")  # fmt: skip
+        result = CallResult("1799000000.5", "c-x", motive=MotiveFacts("attestation_droits", 1.0, "dtmf"))
+        ctx = handoff.context(result, decision, bundled_policy_always_open())
+        assert ctx is not None and "callback" in ctx.flags
+        await contexts.put(ctx, 60)
+        events = AgentEvents(handoff, contexts, RouterMetrics(), AuditLog(tmp_path / "a.jsonl"), lambda: 60.0)
+        placer = CallbackPlacer(
+            store, ami, lambda q: QueueSnapshot(q, available_agents=1), lambda now: True,
+            PlacerConfig(ring_timeout_s=10), context_variables=events.callback_variables,
+        )  # fmt: skip
+        ast.cli("dialplan set global CALLBACK_DIAL_PREFIX Local/")
+        ast.cli("dialplan set global CALLBACK_DIAL_SUFFIX @test-callee-hold")
+        store.add(call_id=result.call_id, caller="c-x", number="+33612345678", queue="droits", motive="", now=0.0)
+        assert await placer.run_once() == 1
+        assert await eventually(lambda: bool(_invites(tmp_path / "agent2")), 20)
+        invite = _invites(tmp_path / "agent2")[0]
+        assert (invite["call"], invite["queue"], invite["motive"], invite["flags"]) == (
+            ctx.ref, "droits", "attestation_droits", "callback",
+        )  # fmt: skip
+        def played() -> bool:  # the whisper, on the agent's channel (Asterisk's verbose log)
+            text = ast.log.read_text(errors="replace")
+            at = text.find("Playing 'router/whisper/flag-callback")
+            return at >= 0 and "<PJSIP/agent2-" in text[max(0, at - 60) : at]
+
+        assert await eventually(played, 10), ast.log.read_text(errors="replace")[-3000:]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(10)
+        await ami.close()
+        store.close()
+        ast.stop()
