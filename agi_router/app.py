@@ -47,6 +47,7 @@ from .handoff import (
     TransferHandler,
 )
 from .listen import bind_listener
+from .logs import DROPPED
 from .media.rtp import PortPool
 from .metrics import MetricsServer, RouterMetrics, TimedDirectory, TimedMemory, TimedSms
 from .motives.catalogue import Catalogue
@@ -307,6 +308,10 @@ def build_router(settings: Settings) -> Router:
     src.callback_store = placer.store if placer is not None else None
     src.policy, src.catalogue_version = policy, catalogue.version
     src.extra.append(lambda: audit_metrics(audit))
+    src.extra.append(lambda: [
+        CounterMetricFamily("agi_router_log_lines_dropped", "Log lines dropped: the log reader did not keep up",
+                            value=DROPPED.lines)
+    ])  # fmt: skip
     calls_api = CallsAPI(contexts, api_token(settings)) if hs.api else None
     if calls_api is not None:  # requests without the right token: a probe, or a CTI with a stale token
         src.extra.append(lambda: [

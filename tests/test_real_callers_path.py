@@ -116,9 +116,12 @@ def _ship(
     for k in ("AGI_ROUTER_AMI_SECRET", "AGI_ROUTER_PSEUDONYM_KEY"):
         env.pop(k, None)
     # the README's order: the router's first start creates its secret; setup gives it to Asterisk
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agi_router", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    # its log goes to a file: a pipe nobody reads fills after ~80 calls' log lines (64 KiB) and then blocks the
+    # router's event loop on its next log line (found with 100 SIPp calls, benchmarks/bench_handoff_sipp.py)
+    with (root / "router.log").open("wb") as router_log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agi_router", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=router_log
+        )
     deadline = time.monotonic() + 60
     while not (var / "ami.secret").exists():
         assert proc.poll() is None and time.monotonic() < deadline
@@ -145,8 +148,6 @@ def _ship(
         ami.close()
         ast.stop()
         stop_router(proc)
-        if proc.stderr is not None:
-            proc.stderr.close()
 
 
 def _wait_ready(s: Shipped, timeout: float = 60.0) -> None:
