@@ -290,3 +290,15 @@ def test_a_correction_labels_the_calls_samples_with_the_chosen_skill(tmp_path: P
     off = AgentEvents(Handoff(CAT, b"k" * 32), InMemoryContextStore(), RouterMetrics(), audit, lambda: 60.0)
     off.corrected(replace(move, samples=("s4",)))  # sampling off: nothing written
     assert "s4" not in (tmp_path / "samples" / LABELS).read_text()
+
+
+async def test_calls_api_says_503_when_the_store_does_not_answer() -> None:
+    from agi_router.exceptions import StateStoreError
+
+    class Down(InMemoryContextStore):
+        async def get(self, ref: str) -> AgentContext | None:
+            raise StateStoreError("redis unreachable")
+
+    api = CallsAPI(Down(), "t" * 20)
+    status, _, body = await api.answer("/calls/" + "a" * 16, {"authorization": "Bearer " + "t" * 20})
+    assert (status, body) == (503, b"the context store does not answer\n")
