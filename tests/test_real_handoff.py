@@ -301,7 +301,8 @@ async def test_a_callback_carries_the_context_to_the_agent(tmp_path: Path) -> No
         )  # fmt: skip
         ast.cli("dialplan set global CALLBACK_DIAL_PREFIX Local/")
         ast.cli("dialplan set global CALLBACK_DIAL_SUFFIX @test-callee-hold")
-        store.add(call_id=result.call_id, caller="c-x", number="+33612345678", queue="droits", motive="", now=time.time())
+        now = time.time()
+        store.add(call_id=result.call_id, caller="c-x", number="+33612345678", queue="droits", motive="", now=now)
         assert await placer.run_once() == 1
         assert await eventually(lambda: bool(_invites(tmp_path / "agent2")), 20)
         invite = _invites(tmp_path / "agent2")[0]
