@@ -226,3 +226,33 @@ async def test_event_during_resync_is_not_lost() -> None:
     finally:
         await ami.close()
         await fake.stop()
+
+
+async def test_a_refused_resync_is_tried_again_while_connected() -> None:
+    """Found on a real Asterisk 22: logins are accepted while modules still load, and QueueStatus is an unknown
+    command until app_queue is loaded. The model must not stay stale until the next reconnection."""
+    from tests.fakeami import encode
+
+    fake = FakeAMI(queue_status=[{"Event": "QueueParams", "Queue": "droits"}])
+    refusals = [2]
+
+    def on_action(m: dict[str, str]) -> list[bytes] | None:
+        if m.get("Action") != "QueueStatus" or refusals[0] == 0:
+            return None
+        refusals[0] -= 1
+        return [encode([("Response", "Error"), ("ActionID", m["ActionID"]), ("Message", "Invalid/unknown command")])]
+
+    fake.on_action = on_action
+    await fake.start()
+    ami = AMIClient(AMIConfig(port=fake.port, secret=fake.secret))
+    model = QueueModel()
+    model.retry_initial_s = 0.05
+    model.attach(ami)
+    try:
+        await ami.start()
+        assert await eventually(lambda: model.synced, 5)
+        assert refusals == [0] and sum(a.get("Action") == "QueueStatus" for a in fake.actions) == 3
+        assert model.snapshot("droits").fresh
+    finally:
+        await ami.close()
+        await fake.stop()

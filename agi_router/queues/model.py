@@ -12,6 +12,7 @@ never dissuades a caller (fail open).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -69,6 +70,8 @@ class QueueModel:
         # events seen while a QueueStatus is in flight: its answer may predate them, so they are applied
         # again on top of it (found on a real Asterisk: a member added during the resync was lost)
         self._replay: list[tuple[Callable[[Message], None], Message]] | None = None
+        self._retry: asyncio.Task[None] | None = None
+        self.retry_initial_s, self.retry_max_s = 1.0, 30.0
 
     # -- wiring -------------------------------------------------------------------------------------
 
@@ -101,18 +104,41 @@ class QueueModel:
             self.synced = False
 
     async def resync(self, ami: AMIClient) -> None:
-        """Rebuild everything from ``QueueStatus``; data is trusted again only after this."""
+        """Rebuild everything from ``QueueStatus``; data is trusted again only after this. A refused resync
+        is tried again in the background (1 s, doubling to 30 s) while the connection lasts: found on a real
+        Asterisk 22, which accepts AMI logins while it is still loading modules and answers QueueStatus with
+        "Invalid/unknown command" until app_queue is loaded; without a retry the data stayed stale (every
+        caller failed open to the skill queue) until the next reconnection."""
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        if not await self._resync_once(ami, first=True):
+            self._retry = asyncio.create_task(self._keep_trying(ami), name="queue-resync")
+
+    async def _keep_trying(self, ami: AMIClient) -> None:
+        delay = self.retry_initial_s
+        while ami.state is AMIState.CONNECTED and not self.synced:
+            await asyncio.sleep(delay)
+            if ami.state is not AMIState.CONNECTED or await self._resync_once(ami, first=False):
+                return
+            delay = min(delay * 2, self.retry_max_s)
+
+    async def _resync_once(self, ami: AMIClient, *, first: bool) -> bool:
         self._replay = []
         try:
             result = await ami.action("QueueStatus", timeout=10.0)
         except AMIError as exc:
-            log.warning("queue resync failed, queue data stays stale: %s", exc)
-            return
+            if first:
+                log.warning("queue resync failed, queue data stays stale until it succeeds: %s", exc)
+            return False
         finally:
             replay, self._replay = self._replay, None
         self.load_status(result.events)
         for handler, m in replay or ():
             handler(m)
+        if not first:
+            log.info("queue resync succeeded after a retry: queue data fresh again")
+        return True
 
     def load_status(self, events: list[Message]) -> None:
         now = self.clock()
