@@ -7,7 +7,13 @@
    ``manager.conf`` includes it inside the router's ``[agi-router]`` user, so there is one secret, kept in
    one place (the router's ``ami.secret`` file, created on first start, or ``$AGI_ROUTER_AMI_SECRET``,
    or ``[ami] secret``), read by both sides;
-3. speaks the French prompts (espeak-ng) into the router's ``sounds_dir`` if they are not there yet, and
+3. installs the SIP edge from the router's ``[sip]`` settings (``sip/``): the line's accounts with generated
+   passwords (``var/sip/accounts.json``, created with the demonstration roster on the first run; the new
+   passwords are printed once), rendered into ``agi-router-pjsip.conf`` (0640) and ``agi-router-members.conf``;
+   TLS + SRTP when ``[sip] tls`` is on (by default whenever ``[sip] bind`` is not loopback), with a
+   self-signed certificate generated when none is given. A placeholder password, or TLS off, is refused
+   unless SIP listens on loopback only;
+4. speaks the French prompts (espeak-ng) into the router's ``sounds_dir`` if they are not there yet, and
    installs the same files into ``--sounds`` for Asterisk: the router streams two of them itself (barge-in),
    Asterisk plays the rest. A prompt replaced by a recorded one in the router's folder is installed again
    by the next ``setup``.
@@ -18,18 +24,27 @@ Asterisk refuses the router's login when the include is missing (no secret: Aste
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Settings
+from .config import Settings, is_loopback
 from .exceptions import ConfigError
 from .privacy import load_or_create_key
+from .sip.accounts import AccountBook, SipAccount
+from .sip.pjsip import MEMBERS_INCLUDE, PJSIP_INCLUDE, EdgeShape, queue_names, render_members, render_pjsip
+from .sip.tls import Certificate, ensure_certificate
 
-__all__ = ["AMI_SECRET_INCLUDE", "SetupReport", "ami_secret", "asterisk_conf_dir", "setup_asterisk"]
+__all__ = [
+    "AMI_SECRET_INCLUDE",
+    "SetupReport",
+    "ami_secret",
+    "asterisk_conf_dir",
+    "install_sip",
+    "setup_asterisk",
+]
 
 AMI_SECRET_INCLUDE = "agi-router-ami.conf"  # written next to manager.conf, #included by it
 PLACEHOLDER_SECRETS = frozenset({"change-me-ami", "change-me", "secret", "password", "admin"})
@@ -37,22 +52,17 @@ _SAFE_SECRET = re.compile(r"^[A-Za-z0-9._~+/=@%^-]{12,128}$")
 
 
 def asterisk_conf_dir() -> Path:
-    """The project's ``asterisk/`` folder (the router runs from its checkout: ``pip install -e``)."""
-    checkout = Path(__file__).resolve().parent.parent / "asterisk"
-    if not (checkout / "manager.conf").exists():
+    """The project's ``asterisk/`` folder: ``$AGI_ROUTER_ASTERISK_CONF`` (an installed image copies it there),
+    else the checkout the router runs from (``pip install -e``)."""
+    env = os.environ.get("AGI_ROUTER_ASTERISK_CONF", "")
+    folder = Path(env) if env else Path(__file__).resolve().parent.parent / "asterisk"
+    if not (folder / "manager.conf").exists():
         raise ConfigError(
-            "the project's asterisk/ folder is missing: run from the repository checkout", file=str(checkout)
+            "the project's asterisk/ folder is missing: run from the repository checkout, or point "
+            "$AGI_ROUTER_ASTERISK_CONF at a copy of it",
+            file=str(folder),
         )
-    return checkout
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return folder
 
 
 def ami_secret(settings: Settings) -> str:
@@ -72,7 +82,7 @@ def ami_secret(settings: Settings) -> str:
             "(remove it to let the router generate one)",
             key="ami.secret",
         )
-    if secret.lower() in PLACEHOLDER_SECRETS and not _is_loopback(a.host):
+    if secret.lower() in PLACEHOLDER_SECRETS and not is_loopback(a.host):
         raise ConfigError(
             f"the AMI secret from {where} is a well-known placeholder and AMI is not on loopback ({a.host}): "
             "set a real secret, or remove it to let the router generate one",
@@ -87,11 +97,29 @@ class SetupReport:
     secret_file: Path | None = None
     prompts_built: int = 0
     prompts_installed: int = 0
+    accounts_file: Path | None = None
+    accounts: int = 0
+    new_accounts: list[SipAccount] = field(default_factory=list)
+    tls: Certificate | None = None
+    tls_bind: str = ""
 
     def lines(self) -> list[str]:
         out = [f"configuration: {len(self.configs)} file(s) into {self.configs[0].parent}" if self.configs else ""]
         if self.secret_file is not None:
             out.append(f"AMI secret: {self.secret_file} (the router's own secret, mode 0640)")
+        if self.accounts_file is not None:
+            out.append(f"SIP accounts: {self.accounts} from {self.accounts_file} (mode 0600)")
+            for acc in self.new_accounts:
+                out.append(f"  new {acc.role} {acc.name}: password {acc.password}")
+            if self.new_accounts:
+                out.append("  (shown once; `agi-router asterisk accounts --passwords` shows them again)")
+        if self.tls is not None:
+            made = "generated, self-signed" if self.tls.generated else "given"
+            out.append(f"SIP over TLS on {self.tls_bind}, media SRTP (SDES): certificate {self.tls.cert_file} "
+                       f"({made}, until {self.tls.not_after:%Y-%m-%d}, SHA-256 {self.tls.fingerprint})")  # fmt: skip
+        elif self.accounts_file is not None:
+            out.append("SIP: plain UDP/RTP on loopback only ([sip] bind = 127.0.0.1; set it to take phones "
+                       "from the network: TLS and SRTP then come on)")  # fmt: skip
         out.append(f"prompts: {self.prompts_built} spoken, {self.prompts_installed} installed")
         return [line for line in out if line]
 
@@ -103,6 +131,55 @@ def _write_private(path: Path, text: str, mode: int) -> None:
         fh.write(text)
     os.chmod(tmp, mode)
     os.replace(tmp, path)
+
+
+def _install_sip(settings: Settings, etc: Path, src: Path, report: SetupReport, etc_as: Path | None = None) -> None:
+    """The SIP edge: accounts (created on first run), the TLS certificate, the two includes. ``etc_as``: the
+    path at which Asterisk sees ``etc`` (another container), for the certificate paths in the include."""
+    sip = settings.sip
+    book, created = AccountBook.load_or_create(settings.path(sip.accounts_file))
+    if not sip.on_loopback:
+        weak = book.placeholders()
+        if weak:
+            raise ConfigError(
+                f"SIP listens on {sip.bind}, not loopback, and account(s) {', '.join(weak)} hold a placeholder or "
+                f"weak password (< 16 characters, change-me..., the account name): remove them from the file "
+                f"and run `agi-router asterisk agent add NAME` to get a generated one",
+                file=str(book.path),
+            )
+        if not sip.tls_on:
+            raise ConfigError(
+                f"tls = off while SIP listens on {sip.bind}: passwords' digests and the callers' voices would "
+                "cross the network in clear; set tls = auto (or keep bind = 127.0.0.1 behind an edge)",
+                key="sip.tls",
+            )
+    edge = EdgeShape(tls=False)
+    if sip.tls_on:
+        cert = ensure_certificate(settings.path(sip.cert_file), settings.path(sip.key_file), sip.bind)
+        # Asterisk reads its own copies (it may run as another user, or in another container)
+        crt, key = etc / "agi-router-tls.crt", etc / "agi-router-tls.key"
+        shutil.copyfile(cert.cert_file, crt)
+        _write_private(key, cert.key_file.read_text(), 0o640)
+        seen = etc_as if etc_as is not None else etc.resolve()
+        edge = EdgeShape(True, sip.bind, sip.tls_port, seen / crt.name, seen / key.name)
+        report.tls, report.tls_bind = cert, f"{sip.bind}:{sip.tls_port}"
+    _write_private(etc / PJSIP_INCLUDE, render_pjsip(book, edge), 0o640)
+    members = render_members(book, queue_names((src / "queues.conf").read_text()))
+    _write_private(etc / MEMBERS_INCLUDE, members, 0o644)
+    report.accounts_file, report.accounts, report.new_accounts = book.path, len(book.accounts), created
+
+
+def install_sip(settings: Settings, etc: Path, etc_as: Path | None = None) -> SetupReport:
+    """Only the SIP edge (after ``agent add``/``remove``, or into a folder Asterisk's container copies from):
+    accounts, certificate, the two includes."""
+    if not etc.is_dir():
+        raise ConfigError("not a directory (name Asterisk's astetcdir)", file=str(etc))
+    report = SetupReport()
+    try:
+        _install_sip(settings, etc, asterisk_conf_dir(), report, etc_as)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the SIP configuration: {exc.strerror}", file=str(etc)) from exc
+    return report
 
 
 def setup_asterisk(
@@ -138,6 +215,7 @@ def setup_asterisk(
                 0o640,
             )
             report.secret_file = include
+            _install_sip(settings, etc, src, report)
         except OSError as exc:
             raise ConfigError(f"cannot write the Asterisk configuration: {exc.strerror}", file=str(etc)) from exc
     if sounds is not None:

@@ -7,6 +7,8 @@
     agi-router speech label [DIR] [--player CMD] | eval DIR [--json FILE]
     agi-router prompts list | build DIR [--voice fr+f2]
     agi-router asterisk setup [--etc DIR] [--sounds DIR] [--rebuild-prompts]
+    agi-router asterisk agent add NAME --queue Q[:PENALTY]... [--etc DIR] | agent remove NAME [--etc DIR]
+    agi-router asterisk accounts [--passwords]
     agi-router audit explain CALL_ID [--config FILE]
     agi-router pseudonym NUMBER [--config FILE]
 
@@ -84,6 +86,27 @@ def _parser() -> argparse.ArgumentParser:
     setup.add_argument("--sounds", type=Path, help="Asterisk's French sounds folder, e.g. /var/lib/asterisk/sounds/fr")
     setup.add_argument("--voice", default="fr+f2")
     setup.add_argument("--rebuild-prompts", action="store_true", help="speak every prompt again")
+    setup.add_argument("--sip-only", action="store_true",
+                       help="only the SIP accounts, TLS certificate and their includes (e.g. a volume shared "
+                       "with Asterisk's container)")  # fmt: skip
+    setup.add_argument(
+        "--etc-as",
+        type=Path,
+        metavar="DIR",
+        help="where Asterisk sees --etc (another container: /etc/asterisk), for the certificate paths",
+    )
+    agent = astsub.add_parser("agent", help="add or remove an agent's SIP account (generated password)")
+    agsub = agent.add_subparsers(dest="agcmd", required=True, metavar="ACTION")
+    agadd = agsub.add_parser("add", help="a new agent with a generated password and its queues")
+    agadd.add_argument("name", help="SIP user name (lower-case letters, digits, - or _), e.g. agent4")
+    agadd.add_argument("--queue", action="append", default=[], metavar="Q[:PENALTY]",
+                       help="a queue the agent answers (repeat); penalty 0 = called first")  # fmt: skip
+    agadd.add_argument("--etc", type=Path, help="also rewrite the includes in Asterisk's configuration folder")
+    agrm = agsub.add_parser("remove", help="delete an agent's account")
+    agrm.add_argument("name")
+    agrm.add_argument("--etc", type=Path, help="also rewrite the includes in Asterisk's configuration folder")
+    accs = astsub.add_parser("accounts", help="list the line's SIP accounts")
+    accs.add_argument("--passwords", action="store_true", help="show the passwords too")
     au = sub.add_parser("audit", help="the per-call audit trail")
     ausub = au.add_subparsers(dest="aucmd", required=True, metavar="ACTION")
     ex = ausub.add_parser("explain", help="why a call went where it went")
@@ -158,6 +181,38 @@ def _hoist_config(argv: list[str]) -> list[str]:
         (front if a.startswith("--config=") else rest).append(a)
         i += 1
     return front + rest
+
+
+def _sip_accounts(settings: Settings, args: argparse.Namespace) -> int:
+    from .asterisk_setup import asterisk_conf_dir, install_sip
+    from .sip.accounts import AccountBook, Membership
+    from .sip.pjsip import queue_names
+
+    path = settings.path(settings.sip.accounts_file)
+    if args.astcmd == "accounts":
+        if not path.exists():
+            raise ConfigError("no SIP accounts yet: run `agi-router asterisk setup --etc DIR` first", file=str(path))
+        for acc in AccountBook.load(path).accounts.values():
+            queues = ",".join(f"{m.queue}:{m.penalty}" for m in acc.queues) or "-"
+            print("\t".join([acc.name, acc.role, queues] + ([acc.password] if args.passwords else [])))
+        return 0
+    book, _ = AccountBook.load_or_create(path)
+    if args.agcmd == "add":
+        if not args.queue:
+            raise ConfigError("agent add: name at least one --queue (e.g. --queue remboursements --queue accueil:5)")
+        known = queue_names((asterisk_conf_dir() / "queues.conf").read_text())
+        acc = book.add_agent(args.name, [Membership.parse(q) for q in args.queue], known_queues=known)
+        print(f"agent {acc.name}: password {acc.password} (shown once; `agi-router asterisk accounts --passwords`)")
+    else:
+        book.remove(args.name)
+        print(f"agent {args.name} removed")
+    if args.etc is not None:
+        install_sip(settings, args.etc)
+        reload = "asterisk -rx 'module reload res_pjsip.so' -rx 'queue reload members'"
+        print(f"written into {args.etc}; apply with: {reload}")
+    else:
+        print("then run `agi-router asterisk setup --etc DIR` (or give --etc) and reload res_pjsip and the queues")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,11 +301,19 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         files = build_prompts(catalogue, args.dir, voice=args.voice, only_missing=args.only_missing)
         print(f"wrote {len(files)} prompt(s) under {args.dir}")
         return 0
+    if args.cmd == "asterisk" and args.astcmd != "setup":
+        return _sip_accounts(settings, args)
     if args.cmd == "asterisk":
-        from .asterisk_setup import setup_asterisk
+        from .asterisk_setup import install_sip, setup_asterisk
 
         if args.etc is None and args.sounds is None:
             raise ConfigError("asterisk setup: name --etc (configuration) and/or --sounds (prompts)")
+        if args.sip_only:
+            if args.etc is None:
+                raise ConfigError("asterisk setup --sip-only: name --etc DIR")
+            for line in install_sip(settings, args.etc, args.etc_as).lines():
+                print(line)
+            return 0
         setup = setup_asterisk(settings, args.etc, args.sounds, voice=args.voice, rebuild_prompts=args.rebuild_prompts)
         for line in setup.lines():
             print(line)

@@ -8,6 +8,7 @@ See ``agi-router.example.toml`` for every key with its default.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +24,11 @@ __all__ = [
     "LogSettings",
     "MetricsSettings",
     "Settings",
+    "SipSettings",
     "SmsSettings",
     "SpeechSettings",
     "StateSettings",
+    "is_loopback",
     "load_settings",
 ]
 
@@ -159,6 +162,36 @@ class HandoffSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SipSettings:
+    """The SIP edge that ``agi-router asterisk setup`` installs (``sip/``): where agents and softphones reach
+    Asterisk, TLS + SRTP, the generated accounts. The SIPp test trunk stays on plain UDP, loopback only."""
+
+    bind: str = "127.0.0.1"  # the TLS transport's address (0.0.0.0: every interface)
+    tls: str = "auto"  # auto (on unless bind is loopback) | on | off (refused off loopback)
+    tls_port: int = 5061
+    cert_file: Path = Path("sip/tls/cert.pem")  # PEM; generated (self-signed) at setup with key_file if both missing
+    key_file: Path = Path("sip/tls/key.pem")
+    accounts_file: Path = Path("sip/accounts.json")  # created (0600) at setup with generated passwords
+
+    @property
+    def on_loopback(self) -> bool:
+        return is_loopback(self.bind)
+
+    @property
+    def tls_on(self) -> bool:
+        return self.tls == "on" or (self.tls == "auto" and not self.on_loopback)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsSettings:
     enabled: bool = True  # GET /metrics (Prometheus) and /healthz
     host: str = "127.0.0.1"
@@ -192,6 +225,7 @@ class Settings:
     understanding: UnderstandingSettings = field(default_factory=UnderstandingSettings)
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     handoff: HandoffSettings = field(default_factory=HandoffSettings)
+    sip: SipSettings = field(default_factory=SipSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: str = "<defaults>"
@@ -371,6 +405,18 @@ def load_settings(path: Path | None = None) -> Settings:
     )
     ho.finish()
 
+    si = root.table("sip")
+    dsip = d.sip
+    sip = SipSettings(
+        bind=si.get("bind", str, dsip.bind),
+        tls=si.choice("tls", ("auto", "on", "off"), dsip.tls),
+        tls_port=si.int_range("tls_port", 1, 65535, dsip.tls_port),
+        cert_file=Path(si.get("cert_file", str, str(dsip.cert_file))),
+        key_file=Path(si.get("key_file", str, str(dsip.key_file))),
+        accounts_file=Path(si.get("accounts_file", str, str(dsip.accounts_file))),
+    )
+    si.finish()
+
     me = root.table("metrics")
     metrics = MetricsSettings(
         enabled=me.get("enabled", bool, d.metrics.enabled),
@@ -406,6 +452,7 @@ def load_settings(path: Path | None = None) -> Settings:
         understanding=understanding,
         sampling=sampling,
         handoff=handoff,
+        sip=sip,
         metrics=metrics,
         log=logs,
         source=f,

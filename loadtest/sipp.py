@@ -128,12 +128,19 @@ def run(
     traces = out / "traces"
     traces.mkdir(exist_ok=True)
     host, _, port = asterisk.partition(":")
+    passwords = _agent_passwords()
+    if passwords is None:
+        return 2
     uas = []
     for n in range(1, agents + 1):
+        if f"agent{n}" not in passwords:
+            print(f"loadtest: no SIP account agent{n}: `agi-router asterisk agent add agent{n} --queue accueil`",
+                  file=sys.stderr)  # fmt: skip
+            return 2
         local = str(5080 + n)
         reg = subprocess.run(
             ["sipp", "-sf", str(SCENARIOS / "agent-register.xml"), "-s", f"agent{n}", "-au", f"agent{n}",
-             "-ap", f"change-me-agent{n}", "-i", "127.0.0.1", "-p", local, "-m", "1", "-nostdin",
+             "-ap", passwords[f"agent{n}"], "-i", "127.0.0.1", "-p", local, "-m", "1", "-nostdin",
              "-timeout", "10s", f"{host}:{port or '5060'}"],
             cwd=traces, capture_output=True, text=True,
         )  # fmt: skip
@@ -179,6 +186,24 @@ def run(
     metrics.stop()
     passed = _report(report, out, voices, ami, metrics, t0, rate, calls, agents)
     return 0 if sipp_ok and passed else 1
+
+
+def _agent_passwords() -> dict[str, str] | None:
+    """The agents' generated passwords, from the accounts of the router whose settings are in
+    $AGI_ROUTER_CONFIG (what `agi-router asterisk setup` installed into Asterisk)."""
+    from agi_router.config import load_settings
+    from agi_router.exceptions import ConfigError
+    from agi_router.sip.accounts import AccountBook
+
+    settings = load_settings()
+    path = settings.path(settings.sip.accounts_file)
+    try:
+        book = AccountBook.load(path)
+    except ConfigError as exc:
+        print(f"loadtest: {exc} (run `agi-router asterisk setup --etc DIR` with the same $AGI_ROUTER_CONFIG first)",
+              file=sys.stderr)  # fmt: skip
+        return None
+    return {a.name: a.password for a in book.accounts.values() if a.role == "agent"}
 
 
 def _watchers() -> tuple[AmiWatch, MetricsWatch]:

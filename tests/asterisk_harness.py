@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agi_router.config import SipSettings
+
 ROOT = Path(__file__).resolve().parents[1]
 AMI_USER = "agi-router"
 AMI_SECRET = "harness-ami-secret-0123"  # given to `asterisk setup` as the router's [ami] secret
@@ -99,7 +101,14 @@ class AsteriskInstance:
 
 
 def write_config(
-    binary: Path, root: Path, *, agi_url: str, ami_port: int, sip_port: int, router_data_dir: Path | None = None
+    binary: Path,
+    root: Path,
+    *,
+    agi_url: str,
+    ami_port: int,
+    sip_port: int,
+    router_data_dir: Path | None = None,
+    sip: SipSettings | None = None,
 ) -> AsteriskInstance:
     """``router_data_dir``: install as a user would, with the secret the router generated there (else the
     harness's fixed test secret, for tests that run the router in-process)."""
@@ -137,21 +146,32 @@ def write_config(
     (etc / "cdr.conf").write_text("[general]\nenable = no\n")
     (etc / "http.conf").write_text("[general]\nenabled = no\n")
     if router_data_dir is not None:
-        install_config(etc, router_data_dir)
+        install_config(etc, router_data_dir, sip=sip)
     else:
-        install_config(etc, root / "router-var", secret=AMI_SECRET)
+        install_config(etc, root / "router-var", secret=AMI_SECRET, sip=sip)
     patch_addresses(etc, agi_url=agi_url, ami_port=ami_port, sip_port=sip_port)
     (etc / "extensions.conf").write_text((etc / "extensions.conf").read_text() + TEST_CONTEXT)
     return AsteriskInstance(binary, root, ami_port, sip_port, agi_url)
 
 
-def install_config(etc: Path, data_dir: Path, *, secret: str = "") -> None:
-    """The product's own `agi-router asterisk setup --etc`: asterisk/*.conf + the AMI secret include.
+def install_config(etc: Path, data_dir: Path, *, secret: str = "", sip: SipSettings | None = None) -> None:
+    """The product's own `agi-router asterisk setup --etc`: asterisk/*.conf + the AMI secret include + the SIP
+    accounts (generated passwords) and, with ``sip`` TLS on, the TLS transport and SRTP.
     ``secret`` "" = the router's generated secret under ``data_dir`` (as on a real first install)."""
     from agi_router.asterisk_setup import setup_asterisk
     from agi_router.config import AMISettings, Settings
 
-    setup_asterisk(Settings(data_dir=data_dir, ami=AMISettings(secret=secret)), etc, None)
+    settings = Settings(data_dir=data_dir, ami=AMISettings(secret=secret), sip=sip or SipSettings())
+    setup_asterisk(settings, etc, None)
+
+
+def sip_password(etc: Path, name: str) -> str:
+    """An account's generated password, as `asterisk setup` wrote it for Asterisk (agi-router-pjsip.conf)."""
+    text = (etc / "agi-router-pjsip.conf").read_text()
+    m = re.search(rf"^username = {re.escape(name)}\npassword = (\S+)$", text, flags=re.M)
+    if m is None:
+        raise KeyError(f"no SIP account {name} in {etc / 'agi-router-pjsip.conf'}")
+    return m.group(1)
 
 
 def patch_addresses(etc: Path, *, agi_url: str, ami_port: int, sip_port: int) -> None:

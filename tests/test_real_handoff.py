@@ -29,7 +29,7 @@ import pytest
 
 from agi_router.media.g711 import ulaw_decode
 from loadtest.dtmf import rfc4733_pcap
-from tests.asterisk_harness import free_port
+from tests.asterisk_harness import AsteriskInstance, free_port, sip_password
 from tests.test_real_callers_path import BINARY, Shipped, _ship, _wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,9 +52,10 @@ def pbx(tmp_path_factory: pytest.TempPathFactory, whisper_dir: Path) -> Iterator
     yield from _ship(tmp_path_factory.mktemp("handoff"), whisper_dir, extra, rtp=32000)
 
 
-def _register(agent: str, port: int, sip_port: int, cwd: Path) -> None:
+def _register(agent: str, port: int, ast: AsteriskInstance, cwd: Path) -> None:
+    password, sip_port = sip_password(ast.root / "etc", agent), ast.sip_port
     reg = subprocess.run(
-        ["sipp", "-sf", str(SCENARIOS / "agent-register.xml"), "-s", agent, "-au", agent, "-ap", f"change-me-{agent}",
+        ["sipp", "-sf", str(SCENARIOS / "agent-register.xml"), "-s", agent, "-au", agent, "-ap", password,
          "-i", "127.0.0.1", "-p", str(port), "-m", "1", "-nostdin", "-timeout", "10s", f"127.0.0.1:{sip_port}"],
         cwd=cwd, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
@@ -135,8 +136,8 @@ def test_the_agent_gets_the_context_and_corrects_the_route(pbx: Shipped, tmp_pat
     sip = pbx.ast.sip_port
     a1, a2 = free_port(), free_port()
     m1, m2, mc = 33000, 33100, 33200
-    _register("agent1", a1, sip, tmp_path)
-    _register("agent2", a2, sip, tmp_path)
+    _register("agent1", a1, pbx.ast, tmp_path)
+    _register("agent2", a2, pbx.ast, tmp_path)
     # agent2 corrects (skill 1 = remboursements) 3 s after answering; agent1 talks 2 s then hangs up
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -171,7 +172,7 @@ def test_the_agent_gets_the_context_and_corrects_the_route(pbx: Shipped, tmp_pat
         while caller.poll() is None and time.monotonic() < deadline:
             for _ in pbx.ami.messages(0.5):
                 pass
-        assert caller.returncode == 0, (tmp_path / "caller-3646_errors.log")
+        assert caller.returncode == 0, tmp_path / "caller-3646_errors.log"
         for _ in pbx.ami.messages(2.0):
             pass
     finally:
@@ -213,8 +214,7 @@ def test_the_agent_gets_the_context_and_corrects_the_route(pbx: Shipped, tmp_pat
     with urllib.request.urlopen(f"http://127.0.0.1:{pbx.metrics_port}/metrics", timeout=3) as r:
         metrics = r.read().decode()
     assert (
-        'agi_router_agent_corrections_total{from_queue="droits",method="dtmf",to_queue="remboursements"} 1.0'
-        in metrics
+        'agi_router_agent_corrections_total{from_queue="droits",method="dtmf",to_queue="remboursements"} 1.0' in metrics
     )
     assert 'agi_router_agent_answered_total{method="dtmf",queue="droits"} 1.0' in metrics
     assert "agi_router_calls_api_refused_total 2.0" in metrics  # the two requests without the right token
@@ -278,7 +278,7 @@ async def test_a_callback_carries_the_context_to_the_agent(tmp_path: Path) -> No
     procs: list[subprocess.Popen[bytes]] = []
     try:
         port = free_port()
-        _register("agent2", port, sip, tmp_path)
+        _register("agent2", port, ast, tmp_path)
         procs.append(_agent("agent2", port, 33300, "0;1500;2000", tmp_path))
         deadline = time.monotonic() + 60
         while "Not in use" not in ast.cli("queue show droits"):
@@ -309,6 +309,7 @@ async def test_a_callback_carries_the_context_to_the_agent(tmp_path: Path) -> No
         assert (invite["call"], invite["queue"], invite["motive"], invite["flags"]) == (
             ctx.ref, "droits", "attestation_droits", "callback",
         )  # fmt: skip
+
         def played() -> bool:  # the whisper, on the agent's channel (Asterisk's verbose log)
             text = ast.log.read_text(errors="replace")
             at = text.find("Playing 'router/whisper/flag-callback")

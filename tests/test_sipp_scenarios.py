@@ -182,10 +182,15 @@ def _digest_registrar(port_box: list[int], users: dict[str, str], log: list[str]
     sock.close()
 
 
-def test_an_agent_phone_registers_with_the_credentials_of_pjsip_conf(tmp_path: Path) -> None:
-    conf = (ROOT / "asterisk" / "pjsip.conf").read_text()
+def test_an_agent_phone_registers_with_the_credentials_setup_generates(tmp_path: Path) -> None:
+    from agi_router.asterisk_setup import setup_asterisk
+    from agi_router.config import AMISettings, Settings
+
+    (tmp_path / "etc").mkdir()
+    setup_asterisk(Settings(data_dir=tmp_path / "var", ami=AMISettings(secret="x" * 16)), tmp_path / "etc", None)
+    conf = (tmp_path / "etc" / "agi-router-pjsip.conf").read_text()
     users = dict(re.findall(r"^username = (agent\d)\s*\npassword = (\S+)", conf, flags=re.M))
-    assert set(users) >= {"agent1", "agent2"}, "agents missing from asterisk/pjsip.conf"
+    assert set(users) >= {"agent1", "agent2"}, "agents missing from the generated agi-router-pjsip.conf"
     port: list[int] = []
     log: list[str] = []
     stop = threading.Event()

@@ -1,12 +1,20 @@
 #!/bin/sh
 # Asterisk in the 3646 stack: write the router's AMI secret where manager.conf #includes it (the same
-# AMI_SECRET the router gets), then run Asterisk in the foreground as user asterisk, logging to stdout.
+# AMI_SECRET the router gets), copy the SIP side the router wrote, then run Asterisk in the foreground as user asterisk, logging to stdout.
 set -eu
 if [ -z "${AMI_SECRET:-}" ]; then
     echo "asterisk-entrypoint: AMI_SECRET is empty: set it in docker/.env (see docker/.env.example)" >&2
     exit 2
 fi
 umask 027
+# the SIP accounts, TLS certificate and queue members the router wrote at its start (it starts first)
+sip="${AGI_ROUTER_SIP_EXPORT:-/srv/asterisk-sip}"
+if [ ! -f "$sip/agi-router-pjsip.conf" ]; then
+    echo "asterisk-entrypoint: $sip/agi-router-pjsip.conf is missing: the router writes it at start (docker compose logs router)" >&2
+    exit 2
+fi
+cp "$sip"/agi-router-* /etc/asterisk/
+chown asterisk:asterisk /etc/asterisk/agi-router-*
 printf '; written at start from AMI_SECRET (docker/.env)\nsecret = %s\n' "$AMI_SECRET" > /etc/asterisk/agi-router-ami.conf
 chown asterisk:asterisk /etc/asterisk/agi-router-ami.conf
 # -f foreground, -vvv verbose, -T timestamps, -U/-G drop to asterisk, -p realtime priority when allowed
