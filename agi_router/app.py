@@ -59,6 +59,7 @@ from .privacy import Pseudonymizer, load_or_create_key
 from .prompts import CONFIRM_PREFIX, PromptLengths
 from .queues.model import QueueModel
 from .queues.outcomes import OutcomeTracker
+from .sip.security import SecurityEvents
 from .sms import HTTPSmsGateway, NoSms, SmsSender
 from .speech.endpointer import EndpointerConfig
 from .speech.sampling import Sampler, SampleStore
@@ -226,6 +227,7 @@ def build_router(settings: Settings) -> Router:
         queue_model.attach(ami)
         outcomes = OutcomeTracker()  # one JSON line per call on the agi_router.outcome logger
         outcomes.attach(ami)
+        SecurityEvents(ami, metrics)  # the PBX's refused requests -> agi_router_sip_security_events_total
     hs = settings.handoff
     handoff = Handoff(
         catalogue,

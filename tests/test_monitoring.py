@@ -101,6 +101,7 @@ def full_metrics(tmp_path: Path) -> Iterator[RouterMetrics]:
     TimedSms(NoSms(), m)._sent.inc()
     m.agent_answered.labels("droits", "speech").inc()
     m.agent_corrections.labels("droits", "indemnites", "speech").inc()
+    m.sip_security_events.labels("failed_auth", "pjsip").inc()
     decision = Decision(
         action=Action.DEFLECT,
         queue=None,
@@ -161,6 +162,7 @@ def test_every_queried_metric_is_exported(full_metrics: RouterMetrics) -> None:
         "agi_router_speech_rounds_total",
         "agi_router_safeguard_triggers_total",
         "agi_router_cohort_decisions_total",
+        "agi_router_sip_security_events_total",
     ):
         assert family in used, family
 
@@ -191,6 +193,8 @@ def test_no_metric_has_a_per_caller_label(full_metrics: RouterMetrics) -> None:
         "catalogue",
         "from_queue",  # an agent's correction: queue names, a closed set
         "to_queue",
+        "event",  # an Asterisk security event's kind (sip/security.py): a closed set
+        "service",  # pjsip | ami | other
         "le",
     }
     for fam in full_metrics.registry.collect():
@@ -215,7 +219,7 @@ def test_dashboard_is_generated_and_has_the_rows_ops_need() -> None:
     assert DASHBOARD.read_text() == dashboard.render(), "run: python monitoring/grafana/dashboard.py"
     doc = json.loads(DASHBOARD.read_text())
     rows = [p["title"] for p in doc["panels"] if p["type"] == "row"]
-    assert rows == ["Traffic", "Decisions", "Latency", "Speech", "Queues", "Callbacks", "Health"]
+    assert rows == ["Traffic", "Decisions", "Latency", "Speech", "Queues", "SIP edge", "Callbacks", "Health"]
     ids = [p["id"] for p in doc["panels"]]
     assert len(ids) == len(set(ids))
     for p in doc["panels"]:

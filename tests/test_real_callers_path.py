@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agi_router.config import SipSettings
 from agi_router.policy.config import default_policy_path
 from tests.asterisk_harness import AMI, AsteriskInstance, free_port, start, stop_router, write_config
 from tests.audio import have_tts, speak, write_wav
@@ -92,7 +93,12 @@ def safeguarded(tmp_path_factory: pytest.TempPathFactory, whisper_dir: Path) -> 
 
 
 def _ship(
-    root: Path, whisper_dir: Path, extra: str = "", policy_file: Path | None = None, rtp: int | None = None
+    root: Path,
+    whisper_dir: Path,
+    extra: str = "",
+    policy_file: Path | None = None,
+    rtp: int | None = None,
+    sip: SipSettings | None = None,
 ) -> Iterator[Shipped]:
     binary = Path(BINARY)
     if not binary.exists():
@@ -133,6 +139,7 @@ def _ship(
         ami_port=ami_port,
         sip_port=free_port(),
         router_data_dir=var,
+        sip=sip,
     )
     setup = subprocess.run(
         [sys.executable, "-m", "agi_router", "asterisk", "setup", "--sounds", str(ast.root / "data" / "sounds" / "fr")],

@@ -252,3 +252,40 @@ def test_no_secret_in_the_repository() -> None:
             for m in pat.finditer(text):
                 found.append(f"{rel}: {m.group(0).strip()[:60]}")
     assert found == []
+
+
+def test_asterisk_security_events_are_counted_by_kind_and_logged_per_source(caplog: pytest.LogCaptureFixture) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from agi_router.ami.protocol import Message
+    from agi_router.metrics.instruments import RouterMetrics
+    from agi_router.sip.security import EVENT_KINDS, SecurityEvents
+
+    class Subscriptions:
+        def __init__(self) -> None:
+            self.handlers: dict[str, object] = {}
+
+        def on(self, event: str, handler: object) -> None:
+            self.handlers[event] = handler
+
+    ami, metrics, now = Subscriptions(), RouterMetrics(CollectorRegistry()), [0.0]
+    sec = SecurityEvents(ami, metrics, clock=lambda: now[0])  # type: ignore[arg-type]
+    assert set(ami.handlers) == set(EVENT_KINDS) and "SuccessfulAuth" not in ami.handlers
+
+    def event(name: str, remote: str = "IPV4/UDP/203.0.113.7/5060", service: str = "PJSIP") -> Message:
+        return Message([("Event", name), ("Service", service), ("RemoteAddress", remote), ("AccountID", "agent1")])
+
+    with caplog.at_level("WARNING", logger="agi_router.sip.security"):
+        for _ in range(50):
+            sec.on_event(event("ChallengeResponseFailed"))
+        sec.on_event(event("InvalidAccountID", "IPV4/UDP/198.51.100.2/5060"))
+        sec.on_event(event("InvalidPassword", service="AMI"))
+        sec.on_event(event("SuccessfulAuth"))  # not an attack: not counted
+        now[0] = 61.0
+        sec.on_event(event("ChallengeResponseFailed"))
+    c = metrics.sip_security_events
+    assert c.labels("failed_auth", "pjsip")._value.get() == 51
+    assert c.labels("unknown_endpoint", "pjsip")._value.get() == 1 and c.labels("failed_auth", "ami")._value.get() == 1
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3, lines  # one line per source and minute, not one per request
+    assert lines[-1].startswith("security: 51 refused request(s) from 203.0.113.7")

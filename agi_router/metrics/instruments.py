@@ -119,6 +119,13 @@ class RouterMetrics:
             ["from_queue", "to_queue", "method"],
             registry=r,
         )
+        # the SIP edge (sip/security.py): Asterisk's security events, by kind and service
+        self.sip_security_events = Counter(
+            p + "sip_security_events",
+            "Requests Asterisk refused for security (failed auth, unknown account, ACL, bad request, limit)",
+            ["event", "service"],
+            registry=r,
+        )
         self.rules = Counter(p + "policy_rules", "Decisions by the policy rule that decided", ["rule"], registry=r)
         self.repeat_hangups = Counter(
             p + "repeat_hangups", "Repeat callers hung up on (same motive within the window)", registry=r

@@ -532,6 +532,24 @@ def build() -> dict[str, Any]:
         12,
     )
 
+    lay.row("SIP edge")
+    lay.add(
+        timeseries(
+            "SIP edge: refused requests",
+            [
+                (
+                    f"sum by (event) (rate(agi_router_sip_security_events_total[{RANGE}]))",
+                    "{{event}}",
+                )
+            ],
+            "reqps",
+            stack=True,
+            description="Asterisk's security events (failed authentication, unknown account, ACL, bad request, "
+            "limits), read over AMI; alert AgiRouterSipAttack. The Kamailio edge bans the sources.",
+        ),
+        24,
+    )
+
     lay.row("Callbacks")
     lay.add(stat("Callbacks pending", "sum(agi_router_callbacks_pending)", thresholds=[(0, "green"), (50, "red")]), 6)
     lay.add(
