@@ -22,7 +22,7 @@ Measured with baresip 1.0.0 / libre 1.1.0:
 * ``net_interface`` must be an IP (``127.0.0.1``): the name ``lo`` fails ("could not get network
   address"); left out, baresip offers the host's first interface address in its SDP.
 
-Asterisk 22.10.1 side (measured while writing tests/test_real_softphone.py): the TLS transport needs ``method = tlsv1_2``
+Asterisk 22.10.1 side (measured for tests/test_real_softphone.py): the TLS transport needs ``method = tlsv1_2``
 (without it the handshake fails: baresip logs "tls: connect: error (r=-1, ssl_err=1)", Asterisk nothing
 at its default log level); ``media_encryption = sdes`` itself does not require a TLS transport (it also
 worked over UDP, with the keys readable in the SDP), hence ``transport = <the tls transport>`` on the
