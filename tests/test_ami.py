@@ -127,6 +127,19 @@ async def test_concurrent_actions_are_correlated(client: AMIClient) -> None:
     assert len({r.response.action_id for r in results}) == 50
 
 
+async def test_an_event_with_a_response_field_is_an_event(client: AMIClient, fake: FakeAMI) -> None:
+    """Found on a real Asterisk 22: ChallengeResponseFailed carries the phone's digest in a "Response" field;
+    it was taken for an action's response and dropped (no failed authentication was ever counted)."""
+    got: list[str] = []
+    client.on("ChallengeResponseFailed", lambda m: got.append(m["AccountID"]))
+    event = [("Event", "ChallengeResponseFailed"), ("Privilege", "security,all"), ("Service", "PJSIP"),
+             ("AccountID", "agent1"), ("Challenge", "1796/28ce"), ("Response", "5d3c0f0e"),
+             ("ExpectedResponse", "")]  # fmt: skip
+    fake.writers[0].write(encode(event))
+    assert await eventually(lambda: got == ["agent1"])
+    assert (await client.action("Ping")).response["Ping"] == "Pong"  # real responses still correlate
+
+
 async def test_event_storm(client: AMIClient, fake: FakeAMI) -> None:
     got: list[str] = []
     client.on("Newexten", lambda m: got.append(m["Seq"]))

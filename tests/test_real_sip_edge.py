@@ -4,7 +4,9 @@
   from the accounts; `agi-router asterisk agent add` + reload: the new agent registers and is a member;
 - TLS on: Asterisk serves the generated certificate on the TLS transport (checked with openssl s_client),
   every account is SRTP-only, the configuration loads without an error line.
-(A real softphone over TLS + SRTP: tests/test_real_softphone.py.)
+- a brute force of 1,000 REGISTERs (SIPp, its own loopback address) finds nothing, and the real router counts
+  Asterisk's security events (agi_router_sip_security_events_total, which AgiRouterSipAttack watches).
+(A real softphone over TLS + SRTP: tests/test_real_softphone.py; the banning edge: tests/test_real_edge.py.)
 
 Needs AGI_ROUTER_ASTERISK=/path/to/asterisk and SIPp; skipped (visibly) otherwise.
 """
@@ -17,12 +19,14 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agi_router.config import SipSettings
 from tests.asterisk_harness import AsteriskInstance, free_port, sip_password, start, write_config
+from tests.test_real_callers_path import Shipped, _ship, _wait_ready
 
 BINARY = os.environ.get("AGI_ROUTER_ASTERISK", "")
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,3 +117,46 @@ def test_tls_transport_serves_the_generated_certificate_and_accounts_are_srtp_on
         or ("agi-router-" in ln and re.search(r"\] (ERROR|WARNING)", ln))
     ]  # fmt: skip
     assert not bad, "\n".join(bad)
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory: pytest.TempPathFactory, whisper_dir: Path) -> Iterator[Shipped]:
+    yield from _ship(tmp_path_factory.mktemp("sip-edge"), whisper_dir, rtp=32600)
+
+
+def _security_events(s: Shipped) -> dict[str, float]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{s.metrics_port}/metrics", timeout=3) as r:
+        text = r.read().decode()
+    pattern = r'^agi_router_sip_security_events_total\{event="(\w+)",service="(\w+)"\} (\S+)$'
+    return {f"{m.group(1)}/{m.group(2)}": float(m.group(3)) for m in re.finditer(pattern, text, re.M)}
+
+
+def test_a_brute_force_finds_nothing_and_the_router_counts_it(shipped: Shipped, tmp_path: Path) -> None:
+    _wait_ready(shipped)
+    etc = shipped.ast.root / "etc"
+    before = _security_events(shipped)
+    t0 = time.monotonic()
+    r = subprocess.run(
+        ["sipp", "-sf", str(SCENARIOS / "brute-force-register.xml"), "-s", "agent1", "-au", "agent1", "-ap",
+         "change-me-agent1", "-m", "1000",
+         "-r", "200", "-l", "200", "-i", "127.0.0.2", "-p", str(free_port()), "-nostdin", "-timeout", "60s",
+         "-trace_stat", "-stf", str(tmp_path / "stat.csv"), f"127.0.0.1:{shipped.ast.sip_port}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    took = time.monotonic() - t0
+    # every guess refused: no 200 OK (it would fail the scenario), none lost
+    assert r.returncode == 0, r.stdout[-1500:] + r.stderr[-800:]
+    stat = (tmp_path / "stat.csv").read_text().splitlines()
+    head, last = stat[0].split(";"), stat[-1].split(";")
+    assert last[head.index("SuccessfulCall(C)")] == "1000" and last[head.index("FailedCall(C)")] == "0"
+    deadline = time.monotonic() + 10
+    counted = 0.0
+    while counted < 1000:
+        assert time.monotonic() < deadline, (counted, _security_events(shipped))
+        time.sleep(0.2)
+        counted = _security_events(shipped).get("failed_auth/pjsip", 0) - before.get("failed_auth/pjsip", 0)
+    print(f"1000 guesses in {took:.1f} s, all refused; the router counted {counted:.0f} failed authentications")
+    # the real agent is not locked out (Asterisk has no ban; the edge bans, by source address)
+    assert _register(shipped.ast, "agent1", sip_password(etc, "agent1"), tmp_path)

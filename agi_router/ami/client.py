@@ -323,7 +323,9 @@ class AMIClient:
     def _dispatch(self, msg: Message) -> None:
         action_id = msg.action_id
         pending = self._pending.get(action_id) if action_id else None
-        if msg.response is not None:
+        # an event may carry a "Response" field of its own (ChallengeResponseFailed: the digest the phone
+        # sent): only a message without "Event" is an action's response
+        if msg.response is not None and msg.event is None:
             if pending is None or pending.future.done():
                 return
             if msg.response.lower() == "error":
