@@ -27,14 +27,22 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .config import Settings, is_loopback
 from .exceptions import ConfigError
 from .privacy import load_or_create_key
 from .sip.accounts import AccountBook, SipAccount
-from .sip.pjsip import MEMBERS_INCLUDE, PJSIP_INCLUDE, EdgeShape, queue_names, render_members, render_pjsip
+from .sip.pjsip import (
+    MEMBERS_INCLUDE,
+    PJSIP_INCLUDE,
+    EdgeShape,
+    kamailio_tls_config,
+    queue_names,
+    render_members,
+    render_pjsip,
+)
 from .sip.tls import Certificate, ensure_certificate
 
 __all__ = [
@@ -102,6 +110,7 @@ class SetupReport:
     new_accounts: list[SipAccount] = field(default_factory=list)
     tls: Certificate | None = None
     tls_bind: str = ""
+    edge_tls_config: Path | None = None
 
     def lines(self) -> list[str]:
         out = [f"configuration: {len(self.configs)} file(s) into {self.configs[0].parent}" if self.configs else ""]
@@ -115,8 +124,13 @@ class SetupReport:
                 out.append("  (shown once; `agi-router asterisk accounts --passwords` shows them again)")
         if self.tls is not None:
             made = "generated, self-signed" if self.tls.generated else "given"
-            out.append(f"SIP over TLS on {self.tls_bind}, media SRTP (SDES): certificate {self.tls.cert_file} "
+            at = f"the edge (TLS config {self.edge_tls_config})" if self.edge_tls_config else self.tls_bind
+            out.append(f"SIP over TLS on {at}, media SRTP (SDES): certificate {self.tls.cert_file} "
                        f"({made}, until {self.tls.not_after:%Y-%m-%d}, SHA-256 {self.tls.fingerprint})")  # fmt: skip
+        if self.edge_tls_config is not None:
+            out.append("  run the edge: kamailio -f edge/kamailio.cfg -A LISTEN=udp:<public ip>:5060 -A WITH_TLS "
+                       f"-A LISTEN_TLS=tls:<public ip>:5061 -A 'TLS_CONFIG=\"{self.edge_tls_config}\"' "
+                       "(edge/README.md)")  # fmt: skip
         elif self.accounts_file is not None:
             out.append("SIP: plain UDP/RTP on loopback only ([sip] bind = 127.0.0.1; set it to take phones "
                        "from the network: TLS and SRTP then come on)")  # fmt: skip
@@ -138,31 +152,38 @@ def _install_sip(settings: Settings, etc: Path, src: Path, report: SetupReport, 
     path at which Asterisk sees ``etc`` (another container), for the certificate paths in the include."""
     sip = settings.sip
     book, created = AccountBook.load_or_create(settings.path(sip.accounts_file))
-    if not sip.on_loopback:
+    where = f"through the {sip.edge} edge" if sip.on_loopback else f"on {sip.bind}"
+    if sip.exposed:
         weak = book.placeholders()
         if weak:
             raise ConfigError(
-                f"SIP listens on {sip.bind}, not loopback, and account(s) {', '.join(weak)} hold a placeholder or "
-                f"weak password (< 16 characters, change-me..., the account name): remove them from the file "
-                f"and run `agi-router asterisk agent add NAME` to get a generated one",
+                f"SIP is reached {where}, not on loopback only, and account(s) {', '.join(weak)} hold a "
+                f"placeholder or weak password (< 16 characters, change-me..., the account name): remove them "
+                f"from the file and run `agi-router asterisk agent add NAME` to get a generated one",
                 file=str(book.path),
             )
-        if not sip.tls_on:
-            raise ConfigError(
-                f"tls = off while SIP listens on {sip.bind}: passwords' digests and the callers' voices would "
-                "cross the network in clear; set tls = auto (or keep bind = 127.0.0.1 behind an edge)",
-                key="sip.tls",
-            )
-    edge = EdgeShape(tls=False)
-    if sip.tls_on:
+    if not sip.on_loopback and not sip.tls_on:
+        raise ConfigError(
+            f"tls = off while SIP listens on {sip.bind}: passwords' digests and the callers' voices would "
+            "cross the network in clear; set tls = auto (or keep bind = 127.0.0.1 behind an edge)",
+            key="sip.tls",
+        )
+    edge = EdgeShape(tls=False, srtp=sip.srtp, behind_edge=sip.edge != "none")
+    if sip.tls_on or sip.edge != "none":
         cert = ensure_certificate(settings.path(sip.cert_file), settings.path(sip.key_file), sip.bind)
+        report.tls, report.tls_bind = cert, f"{sip.bind}:{sip.tls_port}"
+    if sip.tls_on:
         # Asterisk reads its own copies (it may run as another user, or in another container)
         crt, key = etc / "agi-router-tls.crt", etc / "agi-router-tls.key"
         shutil.copyfile(cert.cert_file, crt)
         _write_private(key, cert.key_file.read_text(), 0o640)
         seen = etc_as if etc_as is not None else etc.resolve()
-        edge = EdgeShape(True, sip.bind, sip.tls_port, seen / crt.name, seen / key.name)
-        report.tls, report.tls_bind = cert, f"{sip.bind}:{sip.tls_port}"
+        edge = replace(edge, tls=True, bind=sip.bind, tls_port=sip.tls_port, cert_file=seen / crt.name,
+                       key_file=seen / key.name)  # fmt: skip
+    if sip.edge == "kamailio":
+        # Kamailio's tls module reads this (edge/kamailio.cfg: -A WITH_TLS -A 'TLS_CONFIG="..."')
+        report.edge_tls_config = settings.path(Path("sip/kamailio-tls.cfg"))
+        _write_private(report.edge_tls_config, kamailio_tls_config(cert.cert_file, cert.key_file), 0o600)
     _write_private(etc / PJSIP_INCLUDE, render_pjsip(book, edge), 0o640)
     members = render_members(book, queue_names((src / "queues.conf").read_text()))
     _write_private(etc / MEMBERS_INCLUDE, members, 0o644)

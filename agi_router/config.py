@@ -172,14 +172,26 @@ class SipSettings:
     cert_file: Path = Path("sip/tls/cert.pem")  # PEM; generated (self-signed) at setup with key_file if both missing
     key_file: Path = Path("sip/tls/key.pem")
     accounts_file: Path = Path("sip/accounts.json")  # created (0600) at setup with generated passwords
+    edge: str = "none"  # none | kamailio (edge/kamailio.cfg in front: it terminates TLS, Asterisk stays on loopback)
 
     @property
     def on_loopback(self) -> bool:
         return is_loopback(self.bind)
 
     @property
+    def exposed(self) -> bool:
+        """Phones reach Asterisk from the network: directly (bind) or through the edge."""
+        return not self.on_loopback or self.edge != "none"
+
+    @property
     def tls_on(self) -> bool:
+        """Asterisk's own TLS transport (behind the edge, TLS ends at Kamailio)."""
         return self.tls == "on" or (self.tls == "auto" and not self.on_loopback)
+
+    @property
+    def srtp(self) -> bool:
+        """Accounts' media must be SRTP: it crosses the network (RTP does not go through the edge)."""
+        return self.tls_on or self.edge != "none"
 
 
 def is_loopback(host: str) -> bool:
@@ -414,6 +426,7 @@ def load_settings(path: Path | None = None) -> Settings:
         cert_file=Path(si.get("cert_file", str, str(dsip.cert_file))),
         key_file=Path(si.get("key_file", str, str(dsip.key_file))),
         accounts_file=Path(si.get("accounts_file", str, str(dsip.accounts_file))),
+        edge=si.choice("edge", ("none", "kamailio"), dsip.edge),
     )
     si.finish()
 

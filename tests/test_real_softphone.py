@@ -38,6 +38,7 @@ from tests.softphone import Baresip, SoftphoneError, baresip_available
 from tests.test_real_callers_path import BINARY, Shipped, _ship, _wait_ready
 
 TCPDUMP = shutil.which("tcpdump")
+KAMAILIO = shutil.which("kamailio")
 CAN_CAPTURE = bool(TCPDUMP) and hasattr(os, "geteuid") and os.geteuid() == 0
 CALLER_TEXT = "Bonjour, je voudrais savoir où en est le remboursement de mes lunettes."
 MIC_LEAD_S = 5.5  # silence before the caller speaks: the router's 4.1 s question first
@@ -89,39 +90,60 @@ class Stack:
     prompt: Pcm  # the motive question the router streams
     caller_speech: Pcm
     mic_wav: Path
+    edge_udp_port: int | None  # the Kamailio edge's UDP side, when the phone goes through it
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, whisper_dir: Path) -> Iterator[Stack]:
+@pytest.fixture(scope="module", params=["asterisk-tls", "kamailio-edge"])
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, whisper_dir: Path
+) -> Iterator[Stack]:
+    """The product with TLS at Asterisk ([sip] tls = "on"), or behind the Kamailio edge ([sip] edge =
+    "kamailio": TLS ends at Kamailio, which relays to Asterisk on loopback UDP; media goes straight to Asterisk)."""
     from agi_router.prompts import speak_to_wav
 
-    root = tmp_path_factory.mktemp("softphone-stack")
+    through_edge = request.param == "kamailio-edge"
+    if through_edge and KAMAILIO is None:
+        pytest.skip("needs kamailio on PATH (Debian packages kamailio, kamailio-tls-modules)")
+    root = tmp_path_factory.mktemp(f"softphone-{request.param}")
     tls_port = harness.free_port()
     # every understood motive goes to the confirmation question (whatever Whisper makes of synthetic speech,
     # the caller is still in the dialogue when they press 0)
     extra = "[understanding]\nmotive_confidence = 1.0\nqueue_confidence = 1.0\nconfirm_confidence = 0.0\n"
-    sip = SipSettings(tls="on", tls_port=tls_port)
+    sip = SipSettings(edge="kamailio") if through_edge else SipSettings(tls="on", tls_port=tls_port)
     for shipped in _ship(root, whisper_dir, extra, rtp=32400, sip=sip):
-        speech_wav = root / "caller-speech.wav"
-        speak_to_wav(CALLER_TEXT, speech_wav, voice="fr+m3", trim=True)
-        speech = read_wav(speech_wav)
-        mic_wav = root / "mic.wav"
-        write_wav(mic_wav, np.concatenate([np.zeros(int(MIC_LEAD_S * 8000), dtype=np.int16), speech]))
-        _wait_ready(shipped)
-        yield Stack(
-            shipped,
-            tls_port,
-            shipped.var / "sip" / "tls" / "cert.pem",
-            harness.sip_password(shipped.ast.root / "etc", "softphone"),
-            read_wav(shipped.var / "sounds" / "fr" / "router" / "ask-motive.wav"),
-            speech,
-            mic_wav,
-        )
+        edge = None
+        if through_edge:
+            from tests.test_real_edge import start_edge
+
+            tls_cfg = shipped.var / "sip" / "kamailio-tls.cfg"
+            edge = start_edge(root, shipped.ast.sip_port, WITH_TLS=1, LISTEN_TLS=f"tls:127.0.0.1:{tls_port}",
+                              TLS_CONFIG=f'"{tls_cfg}"')  # fmt: skip
+        try:
+            speech_wav = root / "caller-speech.wav"
+            speak_to_wav(CALLER_TEXT, speech_wav, voice="fr+m3", trim=True)
+            speech = read_wav(speech_wav)
+            mic_wav = root / "mic.wav"
+            write_wav(mic_wav, np.concatenate([np.zeros(int(MIC_LEAD_S * 8000), dtype=np.int16), speech]))
+            _wait_ready(shipped)
+            yield Stack(
+                shipped,
+                tls_port,
+                shipped.var / "sip" / "tls" / "cert.pem",
+                harness.sip_password(shipped.ast.root / "etc", "softphone"),
+                read_wav(shipped.var / "sounds" / "fr" / "router" / "ask-motive.wav"),
+                speech,
+                mic_wav,
+                edge.port if edge is not None else None,
+            )
+        finally:
+            if edge is not None:
+                edge.stop()
 
 
 @dataclass
 class CallRecord:
     aor: str  # `pjsip show aor softphone` while registered
+    contacts_db: str  # Asterisk's stored contacts (with the Path, behind the edge)
     channel: str  # `pjsip show channelstats` / the channel's own view, while the call is up
     ami_events: list[dict[str, str]]
     phone_events: list[dict[str, object]]
@@ -187,6 +209,8 @@ def call(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> CallRecord:
     assert "Added interface" in added, added
     # everything on lo but the router's own capture legs (plain RTP inside the host, by design)
     bpf = f"tcp port {stack.tls_port} or (udp and not portrange 32400-32500 and not port {sh.ast.sip_port})"
+    if stack.edge_udp_port is not None:  # the edge -> Asterisk leg: plain SIP inside the host
+        bpf = bpf[:-1] + f" and not port {stack.edge_udp_port})"
     capture = Capture(work / "call.pcap", bpf) if CAN_CAPTURE else None
     heard_before = _speech_heard(sh)
     start = len(sh.ami.events)
@@ -196,6 +220,7 @@ def call(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> CallRecord:
         with phone:
             phone.register()
             aor = sh.ast.cli("pjsip show aor softphone")
+            contacts_db = sh.ast.cli("database show registrar/contact")
             phone.call("3646")
             answered = time.monotonic()
             # the caller speaks after the question (MIC_LEAD_S of silence), then presses 0 (a person)
@@ -217,6 +242,7 @@ def call(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> CallRecord:
         sh.ast.cli("queue remove member Local/person@test-agent from accueil")
     return CallRecord(
         aor=aor,
+        contacts_db=contacts_db,
         channel=channel,
         ami_events=sh.ami.events[start:],
         phone_events=events,
@@ -290,8 +316,12 @@ def rtp_payloads(packets: list[Packet], sport: int, dport: int) -> list[tuple[in
 # --- the checks ---------------------------------------------------------------------------------------
 
 
-def test_registers_over_tls_with_its_generated_password(call: CallRecord) -> None:
-    assert ";transport=TLS" in call.aor, call.aor
+def test_registers_over_tls_with_its_generated_password(call: CallRecord, stack: Stack) -> None:
+    if stack.edge_udp_port is None:
+        assert ";transport=TLS" in call.aor, call.aor
+    else:  # Asterisk stored the Path through the edge (the phone's TLS connection ends at Kamailio)
+        path = rf'"path":"<sip:127\.0\.0\.1:{stack.edge_udp_port};lr;received=sip:[^"]*transport%3Dtls'
+        assert re.search(path, call.contacts_db), call.contacts_db
 
 
 def test_hears_the_motive_question(call: CallRecord, stack: Stack) -> None:
@@ -359,7 +389,8 @@ def test_wrong_password_fails_clearly(stack: Stack, tmp_path: Path) -> None:
     with (
         Baresip(tmp_path / "baresip", "127.0.0.1", stack.tls_port, "softphone", "wrong", stack.cert,
                 stack.mic_wav) as phone,  # fmt: skip
-        pytest.raises(SoftphoneError, match=r"registration of sip:softphone@127\.0\.0\.1:\d+ failed"),
+        # refused by Asterisk (directly), or left unregistered (behind the edge baresip retries in silence)
+        pytest.raises(SoftphoneError, match=r"registration of sip:softphone@\S+ failed|softphone@\S+ not registered"),
     ):
         phone.register(timeout=10)
     assert not phone.running

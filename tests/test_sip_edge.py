@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -132,7 +133,7 @@ def test_a_placeholder_password_is_refused_off_loopback_only(tmp_path: Path, pas
     path.write_text(json.dumps(data))
     setup_asterisk(settings, etc, None)  # loopback: a lab, accepted
     assert f"password = {password}" in (etc / "agi-router-pjsip.conf").read_text()
-    with pytest.raises(ConfigError, match=r"not loopback.*agent1 hold a placeholder"):
+    with pytest.raises(ConfigError, match=r"not on loopback only.*agent1 hold a placeholder"):
         setup_asterisk(_settings(tmp_path, bind="192.0.2.10"), etc, None)
 
 
@@ -232,7 +233,7 @@ _CONFIG_SECRET = re.compile(r"^\s*(password|secret)\s*[=:]\s*(?!\"\")(?!\$\{)(\S
 _CONFIG_FILES = (".conf", ".cfg", ".toml", ".ini", ".yml", ".yaml", ".env", ".example", ".md", ".xml", ".sh")
 _SECRET_PATTERNS = [
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
-    re.compile(r"auth_pass=(?!\{)[^;>\s]+"),
+    re.compile(r"auth_pass=(?!\{|PASSWORD)[^;>\s]+"),  # PASSWORD: the documentation's placeholder
     re.compile(r"change-me-(softphone|agent\d)"),
 ]
 
@@ -289,3 +290,41 @@ def test_asterisk_security_events_are_counted_by_kind_and_logged_per_source(capl
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 3, lines  # one line per source and minute, not one per request
     assert lines[-1].startswith("security: 51 refused request(s) from 203.0.113.7")
+
+
+def test_behind_the_kamailio_edge_asterisk_stays_on_loopback_and_phones_are_srtp_with_path(tmp_path: Path) -> None:
+    settings, etc = _setup(tmp_path, edge="kamailio")
+    include = (etc / "agi-router-pjsip.conf").read_text()
+    secs = _sections(include)
+    assert "[transport-tls]" not in secs  # TLS ends at the edge
+    body = set(secs["[agent1](endpoint-template)"])
+    assert {"media_encryption = sdes", "media_encryption_optimistic = no", "rewrite_contact = no"} <= body
+    assert not any(line.startswith("transport =") for line in body)
+    assert "support_path = yes" in (ROOT / "asterisk" / "pjsip.conf").read_text()
+    tls_cfg = settings.path(Path("sip/kamailio-tls.cfg")).read_text()
+    assert f"certificate = {settings.path(settings.sip.cert_file)}" in tls_cfg and "method = TLSv1.2+" in tls_cfg
+    # exposed through the edge: a weak password is refused although Asterisk binds loopback
+    path = settings.path(settings.sip.accounts_file)
+    data = json.loads(path.read_text())
+    data["accounts"][0]["password"] = "change-me-softphone"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="through the kamailio edge"):
+        setup_asterisk(settings, etc, None)
+
+
+def test_the_edge_lets_every_account_name_register() -> None:
+    cfg = (ROOT / "edge" / "kamailio.cfg").read_text()
+    regex = re.search(r'#!define AUTH_USERS_RE "(.*)"', cfg).group(1)  # type: ignore[union-attr]
+    from agi_router.sip.accounts import NAME_RE
+
+    assert regex == NAME_RE.pattern
+
+
+@pytest.mark.skipif(shutil.which("kamailio") is None, reason="needs kamailio (scripts/test-debs.txt installs it)")
+@pytest.mark.parametrize("defines", [[], ["-A", "WITH_TLS", "-A", 'TLS_CONFIG="/etc/kamailio/tls.cfg"']])
+def test_the_shipped_edge_configuration_is_accepted_by_kamailio(defines: list[str]) -> None:
+    r = subprocess.run(["kamailio", "-c", "-f", str(ROOT / "edge" / "kamailio.cfg"), *defines],
+                       capture_output=True, text=True, timeout=30)  # fmt: skip
+    out = r.stdout + r.stderr
+    assert r.returncode == 0 and "config file ok" in out.lower(), out[-1500:]
+    assert "ERROR" not in out, out[-1500:]

@@ -19,7 +19,15 @@ from pathlib import Path
 from ..exceptions import ConfigError
 from .accounts import AccountBook
 
-__all__ = ["MEMBERS_INCLUDE", "PJSIP_INCLUDE", "EdgeShape", "queue_names", "render_members", "render_pjsip"]
+__all__ = [
+    "MEMBERS_INCLUDE",
+    "PJSIP_INCLUDE",
+    "EdgeShape",
+    "kamailio_tls_config",
+    "queue_names",
+    "render_members",
+    "render_pjsip",
+]
 
 PJSIP_INCLUDE = "agi-router-pjsip.conf"
 MEMBERS_INCLUDE = "agi-router-members.conf"
@@ -28,13 +36,16 @@ TLS_TRANSPORT = "transport-tls"
 
 @dataclass(frozen=True, slots=True)
 class EdgeShape:
-    """What the rendered include offers: TLS on ``bind:tls_port`` (with these PEM files) or not."""
+    """What the rendered include offers: Asterisk's own TLS transport on ``bind:tls_port`` (with these PEM
+    files) or not; SRTP-only accounts or not; phones behind the Kamailio edge (Path, no contact rewriting)."""
 
     tls: bool
     bind: str = "127.0.0.1"
     tls_port: int = 5061
     cert_file: Path | None = None
     key_file: Path | None = None
+    srtp: bool = False
+    behind_edge: bool = False
 
 
 def queue_names(queues_conf: str) -> list[str]:
@@ -79,9 +90,16 @@ def render_pjsip(book: AccountBook, edge: EdgeShape) -> str:
             out.append(f"callerid = {acc.callerid}")
         out += [f"auth = {acc.name}-auth", f"aors = {acc.name}"]
         if edge.tls:
-            # signalling over TLS, media over SRTP with keys in the (encrypted) SDP; a phone that offers
+            # signalling pinned to TLS: Asterisk also accepts SDES over plain UDP (measured), keys in clear
+            out.append(f"transport = {TLS_TRANSPORT}")
+        if edge.srtp or edge.tls:
+            # media over SRTP, keys in the SDP (encrypted by TLS up to Asterisk or the edge); a phone that offers
             # plain RTP is refused (488), never downgraded
-            out += [f"transport = {TLS_TRANSPORT}", "media_encryption = sdes", "media_encryption_optimistic = no"]
+            out += ["media_encryption = sdes", "media_encryption_optimistic = no"]
+        if edge.behind_edge:
+            # the edge does the NAT work (Path ;received=); rewriting the Contact to the edge's address loses
+            # the route of Asterisk's ACK (measured: the agent retransmits its 200 OK, the call drops)
+            out.append("rewrite_contact = no")
         out += [
             f"[{acc.name}-auth](auth-template)",
             f"username = {acc.name}",
@@ -111,3 +129,22 @@ def render_members(book: AccountBook, known_queues: Iterable[str]) -> str:
     for queue in sorted(by_queue):
         out += [f"[{queue}](+)", *by_queue[queue], ""]
     return "\n".join(out)
+
+
+def kamailio_tls_config(cert_file: Path, key_file: Path) -> str:
+    """Kamailio's tls module configuration for the edge: the router's certificate, TLS 1.2 or later, phones
+    not asked for a client certificate (they authenticate with their digest password at Asterisk)."""
+    return (
+        "# Written by `agi-router asterisk setup` ([sip] edge = \"kamailio\"): Kamailio's tls module reads it.\n"
+        "[server:default]\n"
+        "method = TLSv1.2+\n"
+        "verify_certificate = no\n"
+        "require_certificate = no\n"
+        f"certificate = {cert_file}\n"
+        f"private_key = {key_file}\n"
+        "\n"
+        "[client:default]\n"
+        "method = TLSv1.2+\n"
+        "verify_certificate = no\n"
+        "require_certificate = no\n"
+    )
