@@ -436,18 +436,27 @@ def build_sampler(settings: Settings) -> Sampler | None:
 def build_recognizer(settings: Settings) -> WhisperRecognizer | ProcessRecognizer:
     """The settings' Whisper recogniser (model assembled on first use): ``workers`` threads in this process,
     or ``processes`` worker processes; ConfigError when it cannot be."""
-    from .speech.capacity import ProcessRecognizer
+    from .speech.capacity import ProcessRecognizer, auto_processes
     from .speech.model import resolve_model_dir
     from .speech.recognizer import WhisperRecognizer
 
     sp = settings.speech
     model_dir = resolve_model_dir(settings.data_dir, Path(sp.model_dir) if sp.model_dir else None)
     lang, below = sp.identify_language, sp.other_language_below
-    if sp.processes:
-        return ProcessRecognizer(
-            model_dir, processes=sp.processes, beam_size=sp.beam_size, window_s=sp.window_s, batch=sp.batch,
+    if sp.processes == "auto":
+        processes, why = auto_processes()
+    else:
+        processes, why = int(sp.processes), "[speech] processes"
+    if processes:
+        rec = ProcessRecognizer(
+            model_dir, processes=processes, beam_size=sp.beam_size, window_s=sp.window_s, batch=sp.batch,
             detect_language=lang, other_language_below=below,
         )  # fmt: skip
+        log.info("recogniser: %d worker process(es) x batch %d (%s); model loaded in %.1f s, a decode takes "
+                 "%.0f ms here: the admission rule starts from that", processes, sp.batch, why, rec.load_s,
+                 rec.load.decode_s * 1000)  # fmt: skip
+        return rec
+    log.info("recogniser: %d thread(s) in the router x batch %d (%s)", sp.workers, sp.batch, why)
     return WhisperRecognizer(
         model_dir, workers=sp.workers, beam_size=sp.beam_size, window_s=sp.window_s, batch=sp.batch,
         detect_language=lang, other_language_below=below,

@@ -99,7 +99,9 @@ class SpeechSettings:
     max_utterance_ms: int = 10000
     lease_s: float = 2.0  # a capture leg whose lease the router stops renewing ends this long after
     confirm: bool = True  # plausible but unsure: "Vous appelez pour X ?" (yes/no/1/2) instead of re-asking
-    processes: int = 0  # 0: decode in `workers` threads of the router; N: in N worker processes
+    # "auto": one worker process per CPU the router may use (affinity, cgroup quota, memory), threads on one CPU;
+    # 0: decode in `workers` threads of the router; N: in N worker processes
+    processes: int | str = "auto"
     batch: int = 4  # utterances of different callers decoded in one pass when they queue up (1: never)
     identify_language: bool = True  # the language heard (for the policy's other_language safeguard)
     other_language_below: float = 0.5  # heard as another language when French gets less than this probability
@@ -246,6 +248,15 @@ class Settings:
         return p if p.is_absolute() else self.data_dir / p
 
 
+def _processes(sp: TableReader, default: int | str) -> int | str:
+    value = sp.get("processes", object, default)
+    if value == "auto":
+        return "auto"
+    if isinstance(value, str):
+        raise sp.err("processes", f'must be "auto" or a number of worker processes (0-64), got {value!r}')
+    return sp.int_range("processes", 0, 64, 0)
+
+
 def load_settings(path: Path | None = None) -> Settings:
     """Read settings; ``path`` None means ``$AGI_ROUTER_CONFIG`` or, failing that, defaults only."""
     if path is None and os.environ.get("AGI_ROUTER_CONFIG"):
@@ -357,7 +368,7 @@ def load_settings(path: Path | None = None) -> Settings:
         max_utterance_ms=sp.int_range("max_utterance_ms", 1000, 30000, ds.max_utterance_ms),
         lease_s=sp.float_range("lease_s", 0.5, 30.0, ds.lease_s),
         confirm=sp.get("confirm", bool, ds.confirm),
-        processes=sp.int_range("processes", 0, 64, ds.processes),
+        processes=_processes(sp, ds.processes),
         batch=sp.int_range("batch", 1, 16, ds.batch),
         identify_language=sp.get("identify_language", bool, ds.identify_language),
         other_language_below=sp.float_range("other_language_below", 0.0, 1.0, ds.other_language_below),

@@ -24,7 +24,7 @@ from agi_router.exceptions import AMIProtocolError
 
 from .report import Sample
 
-__all__ = ["AmiWatch", "ChannelSeen", "MetricsWatch", "histogram_quantile"]
+__all__ = ["AmiWatch", "ChannelSeen", "MetricsWatch", "histogram_count", "histogram_quantile"]
 
 
 @dataclass
@@ -113,6 +113,12 @@ def _parse(text: str) -> dict[str, float]:
             except ValueError:
                 continue
     return out
+
+
+def histogram_count(first: dict[str, float], last: dict[str, float], name: str) -> int:
+    """Observations of histogram ``name`` between two scrapes (its ``_count``, the +Inf bucket)."""
+    key = name + "_count"
+    return round(last.get(key, 0.0) - first.get(key, 0.0))
 
 
 def histogram_quantile(first: dict[str, float], last: dict[str, float], name: str, q: float) -> float | None:

@@ -53,12 +53,21 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return s[min(len(s) - 1, max(0, math.ceil(q / 100 * len(s)) - 1))]
 
 
-def judge(records: Sequence[CallRecord], slo: SLO, p99_override_s: float | None = None) -> Verdict:
+def _or_no_data(value: object, unit: str = "") -> str:
+    return "no data" if value is None else f"{value}{unit}"
+
+
+def judge(
+    records: Sequence[CallRecord], slo: SLO, p99_override_s: float | None = None, override_n: int | None = None
+) -> Verdict:
     """``p99_override_s``: the p99 end of speech -> route measured elsewhere (the router's own histogram,
-    when the driver cannot see the end of speech: a run through a real Asterisk)."""
+    when the driver cannot see the end of speech: a run through a real Asterisk), over ``override_n``
+    observations. A percentile of no observation is "no data", never a breach."""
     failures = Counter(r.failure for r in records if r.failure)
     e2r = [x for r in records if (x := r.speech_to_route_s) is not None]
-    p99 = percentile(e2r, 99) if p99_override_s is None else p99_override_s
+    overridden = override_n is not None or p99_override_s is not None
+    n = (override_n or 0) if overridden else len(e2r)
+    p99 = (p99_override_s if overridden else percentile(e2r, 99)) if n else None
     reasons = []
     if sum(failures.values()) > slo.max_failed:
         reasons.append(f"{sum(failures.values())} failed call(s): {dict(failures)}")
@@ -71,10 +80,10 @@ def judge(records: Sequence[CallRecord], slo: SLO, p99_override_s: float | None 
         "calls": len(records),
         "failed": dict(failures),
         "speech_to_route_ms": {
-            "n": len(e2r),
+            "n": n,
             "p50": _ms(percentile(e2r, 50)),
             "p99": _ms(p99),
-            "source": "the router's histogram (bucket bound)" if p99_override_s is not None else "per call",
+            "source": "the router's histogram (bucket bound)" if overridden else "per call",
             "max": _ms(max(e2r) if e2r else None),
         },
         "last_word_to_route_ms": {
@@ -105,6 +114,7 @@ def write_report(
     slo: SLO,
     notes: Sequence[str] = (),
     p99_override_s: float | None = None,
+    override_n: int | None = None,
 ) -> Verdict:
     """Plots + report.md + summary.json into ``out``; returns the verdict."""
     import matplotlib
@@ -113,7 +123,7 @@ def write_report(
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    verdict = judge(records, slo, p99_override_s)
+    verdict = judge(records, slo, p99_override_s, override_n)
     end = max([r.ended_at or r.offered_at for r in records] + [s.t for s in samples] + [t0 + 1])
     n = int(end - t0) + 1
     secs = list(range(n))
@@ -209,7 +219,7 @@ def write_report(
         "## SLOs",
         "",
         f"- failed calls: {sum(verdict.figures['failed'].values())} (allowed {slo.max_failed})",
-        f"- p99 end of speech -> route: {verdict.figures['speech_to_route_ms']['p99']} ms "
+        f"- p99 end of speech -> route: {_or_no_data(verdict.figures['speech_to_route_ms']['p99'], ' ms')} "
         f"(SLO {slo.p99_speech_to_route_s * 1000:.0f} ms, n = {verdict.figures['speech_to_route_ms']['n']})",
         f"- callers left in silence: {verdict.figures['failed'].get('silence', 0)}",
         *(f"- **broken**: {r}" for r in verdict.reasons),

@@ -368,12 +368,13 @@ class Run:
             if not recs:
                 continue
             e2r = sorted(x for r in recs if (x := r.speech_to_route_s) is not None)
-            p99 = e2r[min(len(e2r) - 1, int(0.99 * len(e2r)))] if e2r else 0.0
+            p99 = e2r[min(len(e2r) - 1, int(0.99 * len(e2r)))] if e2r else None  # no speech route: no data
             failed = sum(1 for r in recs if r.failure)
-            ok = failed == 0 and p99 <= SLO().p99_speech_to_route_s
+            ok = failed == 0 and (p99 is None or p99 <= SLO().p99_speech_to_route_s)
+            shown = "no data (no speech route)" if p99 is None else f"{p99 * 1000:.0f} ms (n = {len(e2r)})"
             lines.append(
                 f"- {rate_at(p, step * p.step_s):g} calls/s: {len(recs)} calls, {failed} failed, "
-                f"p99 end of speech -> route {p99 * 1000:.0f} ms: {'held' if ok else 'BROKE'}"
+                f"p99 end of speech -> route {shown}: {'held' if ok else 'BROKE'}"
             )
             if not ok and knee is None:
                 knee = rate_at(p, step * p.step_s)

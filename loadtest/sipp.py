@@ -38,7 +38,7 @@ import numpy as np
 
 from agi_router.media.g711 import ulaw_encode
 
-from .observe import AmiWatch, MetricsWatch, histogram_quantile
+from .observe import AmiWatch, MetricsWatch, histogram_count, histogram_quantile
 from .population import MENU, Population
 from .report import SLO, write_report
 from .sim import CallerPlan, CallRecord
@@ -252,7 +252,9 @@ def _report(
     for reason, n in sipp_failed.items():
         if reason != "FailedCall":
             records.extend(_failed_record(reason, t0) for _ in range(n))
-    p99 = histogram_quantile(metrics.first, metrics.last, "agi_router_speech_to_route_seconds", 0.99)
+    hist = "agi_router_speech_to_route_seconds"
+    p99 = histogram_quantile(metrics.first, metrics.last, hist, 0.99)
+    n = histogram_count(metrics.first, metrics.last, hist)
     notes = [
         f"SIPp through a real Asterisk: {calls} calls at {rate:g} calls/s, {agents} SIPp agents; "
         f"{len(voices)} voices (espeak-ng SYNTHETIC and Debian's real fr prompts)",
@@ -261,7 +263,8 @@ def _report(
         "end of speech -> route: the router's own histogram between the first and the last scrape",
         *(f"could not watch: {e}" for e in (ami.error, metrics.error) if e),
     ]
-    verdict = write_report(report, "sipp", records, metrics.samples, t0, SLO(), notes, p99_override_s=p99)
+    verdict = write_report(report, "sipp", records, metrics.samples, t0, SLO(), notes, p99_override_s=p99,
+                           override_n=n)  # fmt: skip
     print(f"report: {report / 'report.md'} ({'PASSED' if verdict.passed else 'FAILED: ' + '; '.join(verdict.reasons)})")
     return verdict.passed
 

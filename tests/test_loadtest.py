@@ -82,3 +82,24 @@ def test_profiles_are_bounded(profile: str) -> None:
 
     p = PROFILES[profile]
     assert 0 < p.duration <= 1800 and 0 < rate_at(p, p.duration) <= 20
+
+
+def test_the_report_counts_the_router_histogram_and_no_data_is_not_a_breach() -> None:
+    """Found in issue #21: a SIPp run's report said "p99 end of speech -> route 2500 ms (n = 0)" while the
+    router had counted 8 speech routes (n came from the driver's own per-call figures, which a SIPp run
+    cannot see); and a percentile of no observation must read "no data", not pass or break the SLO."""
+    from loadtest.observe import histogram_count, histogram_quantile
+    from loadtest.report import SLO, judge
+
+    name = "agi_router_speech_to_route_seconds"
+    first = {f'{name}_bucket{{le="0.1"}}': 2.0, f'{name}_bucket{{le="2.5"}}': 3.0, f'{name}_bucket{{le="+Inf"}}': 3.0,
+             f"{name}_count": 3.0}  # fmt: skip
+    last = {f'{name}_bucket{{le="0.1"}}': 3.0, f'{name}_bucket{{le="2.5"}}': 11.0, f'{name}_bucket{{le="+Inf"}}': 11.0,
+            f"{name}_count": 11.0}  # fmt: skip
+    assert histogram_count(first, last, name) == 8  # only what happened between the scrapes
+    assert histogram_quantile(first, last, name, 0.99) == 2.5 and histogram_quantile(first, last, name, 0.1) == 0.1
+    v = judge([], SLO(), histogram_quantile(first, last, name, 0.99), histogram_count(first, last, name))
+    assert v.figures["speech_to_route_ms"]["n"] == 8 and not v.passed
+    assert histogram_quantile(last, last, name, 0.99) is None and histogram_count(last, last, name) == 0
+    quiet = judge([], SLO(), None, 0)
+    assert quiet.passed and quiet.figures["speech_to_route_ms"]["p99"] is None  # no data, no breach

@@ -79,3 +79,74 @@ def test_callers_who_queue_up_share_a_pass(whisper_dir: Path, processes: int) ->
     assert (rec._batcher.batches, rec._batcher.items) == (3, 5)
     assert got[0] == expected[0] and all(got)
     assert rec.load.inflight == 0 and rec.load.decoded == 5
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if fields[0] != "Z":
+                children.setdefault(int(fields[1]), []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def test_recogniser_workers_die_with_a_router_killed_by_sigkill(whisper_dir: Path, tmp_path: Path) -> None:
+    """Found in issue #21: `kill -9` of a router with `processes = 2` left both workers (~175 MB each) and
+    multiprocessing's resource tracker running as orphans, still there 30 s later. The real `serve`."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = tmp_path / "router.toml"
+    cfg.write_text(
+        f'data_dir = "{tmp_path / "var"}"\n[agi]\nport = 0\n[metrics]\nport = 0\n[ami]\nport = 1\n'
+        f'[speech]\nmodel_dir = "{whisper_dir}"\nprocesses = 2\nrtp_port_start = 33500\nrtp_port_end = 33510\n'
+    )
+    log = tmp_path / "router.log"
+    helpers: list[int] = []
+    with log.open("wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "agi_router", "serve"], stdout=subprocess.DEVNULL,
+                                stderr=err, env={**os.environ, "AGI_ROUTER_CONFIG": str(cfg)})  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while "agi-router ready" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.2)
+        assert "recogniser: 2 worker process(es) x batch 4 ([speech] processes)" in log.read_text()
+        helpers = _descendants(proc.pid)
+        assert len(helpers) >= 3, helpers  # two workers and the resource tracker
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(5)
+        t0 = time.monotonic()
+        while any(_alive(p) for p in helpers) and time.monotonic() - t0 < 2.0:
+            time.sleep(0.02)
+        left = [p for p in helpers if _alive(p)]
+        print(f"{len(helpers)} helper processes gone {time.monotonic() - t0:.2f} s after the router's SIGKILL")
+        assert left == [], f"still running 2 s after the router's SIGKILL: {left}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        for p in helpers:  # orphans of a failed run: not this test's business to leave behind
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)

@@ -22,9 +22,12 @@ grows together (measured through a real Asterisk: end of speech → route from ~
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import math
 import multiprocessing
 import os
+import signal
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -37,7 +40,7 @@ import numpy.typing as npt
 from .batching import MicroBatcher
 from .recognizer import SAMPLE_RATE, Transcript, WhisperRecognizer, timed_batch
 
-__all__ = ["PINNED_THREADS", "ProcessRecognizer", "RecognizerLoad"]
+__all__ = ["PINNED_THREADS", "ProcessRecognizer", "RecognizerLoad", "auto_processes", "usable_cpus"]
 
 Pcm = npt.NDArray[np.int16]
 
@@ -75,16 +78,94 @@ class RecognizerLoad:
         return rounds * self.decode_s
 
 
+# ------------------------------------------------------------------------------------------ sizing ("auto")
+
+WORKER_MB = 250  # a worker's resident memory with the Whisper base model loaded (measured ~175 MB) + margin
+MAX_AUTO_PROCESSES = 8
+
+
+def _cgroup_cpus(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The CPU quota of this process's cgroup (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``), or None if unlimited."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        q = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        per = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if q <= 0 else q / per
+    except (OSError, ValueError):
+        return None
+
+
+def _available_mb(meminfo: Path = Path("/proc/meminfo")) -> float | None:
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def usable_cpus() -> tuple[int, str]:
+    """The CPUs this process may use: its affinity mask, lowered by a cgroup quota; and how that was found."""
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        affinity = os.cpu_count() or 1
+    quota = _cgroup_cpus()
+    if quota is not None and quota < affinity:
+        return max(1, math.floor(quota)), f"cgroup quota {quota:g} CPUs of {affinity} in the affinity mask"
+    return affinity, f"{affinity} CPUs in the affinity mask" + ("" if quota is None else f", quota {quota:g}")
+
+
+def auto_processes() -> tuple[int, str]:
+    """``[speech] processes = "auto"``: one worker process per usable CPU (two processes decode ~2x what one
+    does on two cores, batching on top; measured in benchmarks/bench_recognizer_capacity.py), at most
+    MAX_AUTO_PROCESSES and what the available memory holds; 0 (threads in the router) on one CPU, where a
+    second process only competes with the event loop. Returns the count and the reason, for the log."""
+    cpus, why = usable_cpus()
+    if cpus < 2:
+        return 0, f"{why}: one CPU, decoding in the router's own thread"
+    n = min(cpus, MAX_AUTO_PROCESSES)
+    mem = _available_mb()
+    if mem is not None and n * WORKER_MB > mem * 0.8:
+        n = max(1, int(mem * 0.8 // WORKER_MB))
+        why += f", memory for {n} ({mem:.0f} MB available)"
+    return n, why
+
+
 # ---------------------------------------------------------------------------------------- worker processes
 
 _WORKER: WhisperRecognizer | None = None
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int) -> None:
+    """Make the kernel kill this worker when the router dies, however it dies (SIGKILL included): a router
+    killed outside a cgroup-killing supervisor left its workers (~175 MB each) and, through their inherited
+    pipe, multiprocessing's resource tracker running as orphans (measured: still there 30 s later)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the router died before the line above: nobody would reap us
+        os._exit(0)
 
 
 def _init_worker(
-    model_dir: str, beam_size: int, window_s: float, language: str | None, ready: Any, identify: dict[str, Any]
+    model_dir: str,
+    beam_size: int,
+    window_s: float,
+    language: str | None,
+    ready: Any,
+    identify: dict[str, Any],
+    parent: int,
 ) -> None:
-    """Load the model in this worker process, then wait for the others (a barrier)."""
+    """Die with the router; load the model in this worker process, then wait for the others (a barrier)."""
     global _WORKER
+    _die_with(parent)
     _WORKER = WhisperRecognizer(Path(model_dir), workers=1, cpu_threads=1, beam_size=beam_size, window_s=window_s,
                                 language=language, **identify)  # fmt: skip
     ready.wait(120)  # every worker has its model before the first caller is served
@@ -143,6 +224,7 @@ class ProcessRecognizer:
                     language,
                     ready,
                     {"detect_language": detect_language, "other_language_below": other_language_below},
+                    os.getpid(),
                 ),
             )
             t0 = time.perf_counter()
@@ -151,6 +233,10 @@ class ProcessRecognizer:
                 f.result()
             pids = set(getattr(self._pool, "_processes", {}) or {})  # which took a ping is a race: ask the pool
             self.load_s = time.perf_counter() - t0
+            # the admission rule's estimate starts from this host's measured decode time, not a typical one
+            noise = np.random.default_rng(0).normal(0, 200, int(2 * SAMPLE_RATE)).clip(-32768, 32767)
+            probes = [self._pool.submit(_decode_in_worker, [noise.astype(np.int16)]) for _ in range(processes)]
+            self.load.decode_s = sorted(p.result()[0][4] for p in probes)[processes // 2]
             self.pids = sorted(pids)
         finally:
             for k, v in saved.items():
