@@ -59,6 +59,10 @@ class SecurityEvents:
         self._sources: OrderedDict[str, tuple[float, int]] = OrderedDict()  # host -> (last log, unlogged)
         for name in EVENT_KINDS:
             ami.on(name, self.on_event)
+        # every PJSIP series exists from the start at 0: rate() then sees the first burst whole (a series born
+        # with its first event loses what it counted before the first scrape: measured 2.8/s for 3.3/s)
+        for kind in sorted(set(EVENT_KINDS.values())):
+            metrics.sip_security_events.labels(kind, "pjsip")
 
     def on_event(self, msg: AMIMessage) -> None:
         kind = EVENT_KINDS.get(msg.event or "")
