@@ -548,6 +548,8 @@ def speech_config(settings: Settings) -> SpeechConfig:
         confirm_no_input_ms=sp.confirm_no_input_ms,
         fallback_budget_s=settings.flow.fallback_budget_s,
         jitter_packets=sp.jitter_packets,
+        turn=sp.turn,
+        turn_extend_ms=sp.turn_extend_ms,
         endpointer=EndpointerConfig(
             frame_ms=sp.frame_ms,
             aggressiveness=sp.aggressiveness,

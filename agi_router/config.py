@@ -93,6 +93,8 @@ class SpeechSettings:
     attempts: int = 2
     no_input_ms: int = 5000
     hangover_ms: int = 550
+    turn: str = "semantic"  # semantic: end at a pause when the words are a complete answer (speech/turn.py) | silence
+    turn_extend_ms: int = 400  # more hangover after a connective ("et", "parce que") or a hesitation ("euh")
     aggressiveness: int = 2
     frame_ms: int = 20
     pre_roll_ms: int = 300
@@ -362,6 +364,8 @@ def load_settings(path: Path | None = None) -> Settings:
         attempts=sp.int_range("attempts", 1, 5, ds.attempts),
         no_input_ms=sp.int_range("no_input_ms", 500, 30000, ds.no_input_ms),
         hangover_ms=sp.int_range("hangover_ms", 200, 3000, ds.hangover_ms),
+        turn=sp.choice("turn", ("semantic", "silence"), ds.turn),
+        turn_extend_ms=sp.int_range("turn_extend_ms", 0, 3000, ds.turn_extend_ms),
         aggressiveness=sp.int_range("aggressiveness", 0, 3, ds.aggressiveness),
         frame_ms=sp.int_range("frame_ms", 10, 30, ds.frame_ms),
         pre_roll_ms=sp.int_range("pre_roll_ms", 0, 2000, ds.pre_roll_ms),

@@ -53,6 +53,7 @@ from ..speech.endpointer import (
     SpeechResumed,
     SpeechStart,
 )
+from ..speech.turn import judge_turn
 from .capture import CallContext, SpeechRound
 from .legs import LegRegistry, LegWatch
 
@@ -129,6 +130,11 @@ class SpeechConfig:
     confirm_no_input_ms: int = 3000  # after the question
     admit_wait_s: float = 1.5  # a round starts only if the recogniser would answer a new utterance within this
     recognition_timeout_s: float = 5.0  # a recogniser that hangs: the caller gets the DTMF menu after this
+    # end of turn (speech/turn.py): "semantic" ends at a pause when the words so far are a complete answer and
+    # waits extend_ms more after a connective or a hesitation; "silence" waits the hangover, always
+    turn: str = "semantic"
+    turn_extend_ms: int = 400
+    turn_min_confidence: float = 0.0  # of what the router would act on (the understander's own thresholds hold)
 
 
 @dataclass(slots=True)
@@ -145,6 +151,8 @@ class RoundOutcome:
     audio: Pcm | None = None  # the utterance that recognition was run on (for opt-in sampling only)
     endpoint_delay_s: float | None = None  # end of the last voiced frame -> SpeechEnd handled
     jitter_s: float | None = None  # the leg's interarrival jitter when it closed (None: no packet)
+    turn: str = ""  # how the turn ended: silence | complete (early, speech/turn.py); extended: +connective...
+    extended: str = ""  # why the hangover was lengthened (connective | hesitation), if it was
     stats: dict[str, object] = field(default_factory=dict)
 
     def summary(self) -> SpeechRound:
@@ -439,6 +447,7 @@ class SpeechCapture:
         t0 = loop.time()
         anchor: float | None = None  # wall ms of stream time 0
         speculative: asyncio.Task[Recognition] | None = None
+        judged: asyncio.Task[Recognition] | None = None
         try:
             while True:
                 if exec_task.done():
@@ -459,9 +468,15 @@ class SpeechCapture:
                     events = ep.feed(frame.pcm, anchor + frame.stream_ms)
                 else:
                     events = ep.tick(now_ms)
+                if speculative is not None and speculative is not judged and speculative.done():
+                    judged = speculative  # one look per speculative transcript
+                    early = self._judge_turn(ep, speculative, outcome)
+                    if early is not None:
+                        events.append(early)
                 for ev in events:
                     if isinstance(ev, SpeechEnd):  # the endpointer's clock is ms since t0
                         outcome.endpoint_delay_s = max(0.0, loop.time() - t0 - ev.end_ms / 1000)
+                        outcome.turn = outcome.turn or "silence"
                     result = await self._on_event(ev, barge, outcome, speculative)
                     if isinstance(result, asyncio.Task):
                         speculative = result
@@ -472,6 +487,34 @@ class SpeechCapture:
         finally:
             if speculative is not None and not speculative.done():
                 speculative.cancel()
+
+    def _judge_turn(
+        self, ep: Endpointer, speculative: asyncio.Task[Recognition], outcome: RoundOutcome
+    ) -> SpeechEnd | None:
+        """The speculative transcript is in and the caller is still silent: end the turn now if it is a
+        complete answer, or lengthen this pause if the caller stopped mid-sentence (speech/turn.py)."""
+        if self.config.turn != "semantic" or not ep.paused or speculative.cancelled():
+            return None
+        if speculative.exception() is not None:
+            return None  # the recogniser failed: SpeechEnd will run it again and report the failure
+        r = speculative.result()
+        u = r.understanding
+        decision = judge_turn(
+            r.transcript,
+            u.level.value if u is not None else None,
+            r.confidence,
+            min_confidence=self.config.turn_min_confidence,
+            reply=r.reply or ("person" if r.human_requested else ""),
+        )
+        if decision.action == "extend":
+            outcome.extended = decision.reason
+            ep.extend(self.config.turn_extend_ms)
+        elif decision.action == "end":
+            end = ep.end_now()
+            if end is not None:
+                outcome.turn = "complete"
+            return end
+        return None
 
     async def _on_event(
         self,

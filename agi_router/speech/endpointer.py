@@ -10,7 +10,10 @@ so a gap longer than ``gap_as_silence_ms`` counts as silence). It returns events
   *speculative* recognition that runs during the rest of the hangover;
 * :class:`SpeechResumed` if the caller speaks again after a pause (drop the speculative result);
 * :class:`SpeechEnd` after ``hangover_ms`` of silence, with the utterance (``pre_roll_ms`` of audio
-  before the onset included, trailing silence trimmed to ``tail_ms``);
+  before the onset included, trailing silence trimmed to ``tail_ms``) — or earlier, when the caller asks
+  for it with :meth:`Endpointer.end_now` during a pause (the words so far are a complete answer:
+  :mod:`~agi_router.speech.turn`); :meth:`Endpointer.extend` lengthens this pause's hangover instead
+  (the caller stopped on "et", "euh");
 * :class:`NoInput` if no speech starts within ``no_input_ms``;
 * :class:`MaxLength` when an utterance reaches ``max_utterance_ms`` (it ends there).
 
@@ -123,6 +126,7 @@ class Endpointer:
         self._last_voiced_end_ms = 0.0
         self._silence_ms = 0.0
         self._paused = False
+        self._extra_ms = 0.0  # this pause's hangover extension (extend()); reset when the caller speaks again
         self._voiced_in_utterance = 0
         self.done = False
         self.frames_seen = 0
@@ -154,6 +158,24 @@ class Endpointer:
         if self.done or now_ms - self._clock_ms <= self.config.gap_as_silence_ms:
             return []
         return self._silence(now_ms - self._clock_ms)
+
+    @property
+    def paused(self) -> bool:
+        """In a pause of an utterance (after SpeechPause, before SpeechResumed/SpeechEnd)."""
+        return self._triggered and self._paused and not self.done
+
+    def end_now(self) -> SpeechEnd | None:
+        """End the utterance at this pause (the turn is complete): the SpeechEnd the hangover would have
+        given, earlier. None when not in a pause."""
+        if not self.paused:
+            return None
+        self.done = True
+        return SpeechEnd(self._clock_ms, self._utterance(), self._onset_ms, self._last_voiced_end_ms)
+
+    def extend(self, extra_ms: float) -> None:
+        """Wait ``extra_ms`` more than ``hangover_ms`` before ending this pause (the sentence goes on)."""
+        if self.paused:
+            self._extra_ms = max(self._extra_ms, extra_ms)
 
     # -- state machine -------------------------------------------------------------------------------
 
@@ -197,6 +219,7 @@ class Endpointer:
             self._voiced_in_utterance += 1
             self._last_voiced_end_ms = self._clock_ms
             self._silence_ms = 0.0
+            self._extra_ms = 0.0
             if self._paused:
                 self._paused = False
                 events.append(SpeechResumed(self._clock_ms))
@@ -205,7 +228,7 @@ class Endpointer:
             if not self._paused and self._silence_ms >= cfg.pause_ms:
                 self._paused = True
                 events.append(SpeechPause(self._clock_ms, self._utterance()))
-            if self._silence_ms >= cfg.hangover_ms:
+            if self._silence_ms >= cfg.hangover_ms + self._extra_ms:
                 self.done = True
                 events.append(SpeechEnd(self._clock_ms, self._utterance(), self._onset_ms, self._last_voiced_end_ms))
                 return events
