@@ -93,7 +93,7 @@ class SpeechSettings:
     attempts: int = 2
     no_input_ms: int = 5000
     hangover_ms: int = 550
-    turn: str = "semantic"  # semantic: end at a pause when the words are a complete answer (speech/turn.py) | silence
+    turn: str = "silence"  # silence | semantic: end at a pause when the words are a complete answer (speech/turn.py)
     turn_extend_ms: int = 400  # more hangover after a connective ("et", "parce que") or a hesitation ("euh")
     aggressiveness: int = 2
     frame_ms: int = 20

@@ -55,10 +55,17 @@ REAL = Path("/usr/share/asterisk/sounds/fr_CA_f_June")
 REAL_NAMES = ("vm-goodbye", "vm-password", "vm-incorrect", "conf-onlyperson")
 
 
+TRAILING_SILENCE_S = 0.8  # a phone goes on sending after its caller stops: the router hears the silence
+
+
 def _write_ulaw(pcm: np.ndarray, folder: Path) -> float:
+    """The sentence then 0.8 s of silence (without it, SIPp stops sending at the last word: a continuous
+    stream going quiet is the network holding packets to the router, whose end of turn then waits its stall
+    allowance: the load test would measure that, not the caller's pause)."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "speech.ulaw").write_bytes(ulaw_encode(pcm.astype(np.int16)))
-    return len(pcm) / 8000
+    audio = np.concatenate([pcm.astype(np.int16), np.zeros(int(8000 * TRAILING_SILENCE_S), np.int16)])
+    (folder / "speech.ulaw").write_bytes(ulaw_encode(audio))
+    return len(audio) / 8000
 
 
 def prepare(out: Path, calls: int, seed: int = 3646) -> dict[str, float]:

@@ -36,6 +36,9 @@ class CallerScript:
     drop: set[int] = field(default_factory=set)  # packet indexes lost
     swap: set[int] = field(default_factory=set)  # packet i sent after i+1
     garbage_every: int = 0  # send a garbage datagram every N packets
+    # (packet index, seconds): the network holds the packets from that index this long, then releases them
+    # in a burst (a congested path), as opposed to the caller falling silent (no packet is missing)
+    stalls: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -178,6 +181,8 @@ class FakePBX:
                     order[i], order[i + 1] = order[i + 1], order[i]
             start = asyncio.get_running_loop().time()
             for k, i in enumerate(order):
+                if k in script.stalls:
+                    await asyncio.sleep(script.stalls[k])
                 if i not in script.drop:
                     sock.sendto(packets[i], target)
                 if script.garbage_every and k % script.garbage_every == 0:

@@ -110,7 +110,7 @@ class ByLength:
 
 @contextlib.asynccontextmanager
 async def _capture(
-    recognizer: ByLength, turn: str, policy: Policy, catalogue: Catalogue, pseudo: Pseudonymizer
+    recognizer: ByLength | Keeps, turn: str, policy: Policy, catalogue: Catalogue, pseudo: Pseudonymizer
 ) -> AsyncIterator[tuple[int, FakePBX, SpeechCapture]]:
     prompt = speak("dites la raison de votre appel", "fr+f2")
     cfg = SpeechConfig(no_input_ms=1500, turn=turn, endpointer=EndpointerConfig(hangover_ms=550))
@@ -166,3 +166,40 @@ async def test_a_caller_who_pauses_after_et_is_not_cut_off(
     assert heard["semantic"][1] == "connective" and heard["semantic"][0] >= (len(first) + len(rest)) / 8000
     # silence (today's rule): the 550 ms hangover cut the caller after "et"
     assert heard["silence"][1] == "" and heard["silence"][0] < (len(first) + 5600) / 8000 + 0.5, heard
+
+
+# --- RTP held and released by a congested network --------------------------------------------------
+
+
+class Keeps:
+    """Keeps every utterance it is given; answers a confident motive."""
+
+    def __init__(self) -> None:
+        self.heard: list[np.ndarray] = []
+
+    async def recognize(self, pcm: np.ndarray) -> Recognition:
+        await asyncio.sleep(0.05)
+        self.heard.append(pcm)
+        return _understood("", Level.DEFLECTABLE, "attestation_droits", 0.95)
+
+
+@needs_tts
+@pytest.mark.parametrize("held_s", [0.4, 0.9])
+async def test_rtp_held_then_released_does_not_cut_the_caller_or_change_the_audio(
+    mini_policy: Policy, mini_catalogue: Catalogue, pseudonymizer: Pseudonymizer, held_s: float
+) -> None:
+    """Issue #21: packets held by the network mid-sentence (0.4 s: over the pause; 0.9 s: over the 550 ms
+    hangover), then released in a burst. The RTP timestamps show no gap: the caller did not stop talking.
+    The recogniser must get the same audio as without the stall, in one turn."""
+    sentence = np.concatenate([speak("je voudrais une attestation de droits pour ma mutuelle"), silence(1500)])
+    heard = {}
+    for stall in (0.0, held_s):
+        rec = Keeps()
+        async with _capture(rec, "silence", mini_policy, mini_catalogue, pseudonymizer) as (port, pbx, _speech):
+            pbx.rounds = [CallerScript(audio=sentence, start_after_s=0.5, stalls={60: stall} if stall else {})]
+            ch = await _call(port, pbx)
+            assert ch.variables["ROUTER_MOTIVE"] == "attestation_droits"
+            assert len(pbx.legs) == 1  # one turn: not cut, not re-asked
+            heard[stall] = rec.heard[-1]
+    assert len(heard[held_s]) == len(heard[0.0]), (len(heard[held_s]) / 8, len(heard[0.0]) / 8)
+    assert np.array_equal(heard[held_s], heard[0.0])

@@ -132,7 +132,7 @@ class SpeechConfig:
     recognition_timeout_s: float = 5.0  # a recogniser that hangs: the caller gets the DTMF menu after this
     # end of turn (speech/turn.py): "semantic" ends at a pause when the words so far are a complete answer and
     # waits extend_ms more after a connective or a hesitation; "silence" waits the hangover, always
-    turn: str = "semantic"
+    turn: str = "silence"  # not yet the default: see the README's turn-taking figures
     turn_extend_ms: int = 400
     turn_min_confidence: float = 0.0  # of what the router would act on (the understander's own thresholds hold)
 

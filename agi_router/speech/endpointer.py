@@ -58,6 +58,12 @@ class EndpointerConfig:
     no_input_ms: int = 5000
     max_utterance_ms: int = 10000
     gap_as_silence_ms: int = 120
+    # A phone that sends RTP while its caller is silent (most G.711 phones) and suddenly sends nothing is
+    # being held up by the network, not falling silent: its gaps count as silence only beyond stall_ms, and
+    # frames that arrive late replace the silence counted meanwhile (the recogniser gets the same audio).
+    # A stream is "continuous" after continuous_after_ms of gap-free frames, until one skips (DTX).
+    stall_ms: int = 400
+    continuous_after_ms: int = 300
 
     def __post_init__(self) -> None:
         if self.frame_ms not in (10, 20, 30):
@@ -127,6 +133,9 @@ class Endpointer:
         self._silence_ms = 0.0
         self._paused = False
         self._extra_ms = 0.0  # this pause's hangover extension (extend()); reset when the caller speaks again
+        self._gapless_ms = 0.0  # frames received without a timestamp skip (continuous stream evidence)
+        self._dtx = False  # the stream skipped timestamps once: its gaps are silence
+        self._provisional = 0  # silent frames counted by tick() since the last frame received
         self._voiced_in_utterance = 0
         self.done = False
         self.frames_seen = 0
@@ -143,21 +152,50 @@ class Endpointer:
                 f"frame of {len(frame)} samples; expected {self.frame_samples} ({self.config.frame_ms} ms)"
             )
         events: list[SpeechEvent] = []
+        if at_ms is not None and self._provisional and at_ms < self._clock_ms - self.config.frame_ms / 2:
+            self._take_back(at_ms)  # held by the network: the silence counted meanwhile was not silence
+        self._provisional = 0
         if at_ms is not None and at_ms - self._clock_ms > self.config.gap_as_silence_ms:
+            self._dtx, self._gapless_ms = True, 0.0  # the phone stopped sending: discontinuous transmission
             events += self._silence(at_ms - self._clock_ms)
             if self.done:
                 return events
+        else:
+            self._gapless_ms += self.config.frame_ms
         voiced = self._vad.is_speech(frame.tobytes(), SAMPLE_RATE)
         self.frames_seen += 1
         self.voiced_frames += voiced
         events += self._frame(frame, voiced)
         return events
 
+    @property
+    def continuous(self) -> bool:
+        """The phone sends while its caller is silent: a gap is the network, not silence (up to stall_ms)."""
+        return not self._dtx and self._gapless_ms >= self.config.continuous_after_ms
+
     def tick(self, now_ms: float) -> list[SpeechEvent]:
-        """Wall clock with no frame: a gap over ``gap_as_silence_ms`` is silence."""
+        """Wall clock with no frame: a gap over ``gap_as_silence_ms`` is silence (on a continuous stream,
+        only what lasts beyond ``stall_ms``, provisionally: frames arriving late take it back)."""
+        if self.continuous:
+            now_ms -= self.config.stall_ms
         if self.done or now_ms - self._clock_ms <= self.config.gap_as_silence_ms:
             return []
-        return self._silence(now_ms - self._clock_ms)
+        before = self._clock_ms
+        events = self._silence(now_ms - self._clock_ms)
+        if self.continuous:
+            self._provisional += int((self._clock_ms - before) // self.config.frame_ms)
+        return events
+
+    def _take_back(self, at_ms: float) -> None:
+        """Undo the silent frames tick() counted from ``at_ms`` on (a late frame's stream time)."""
+        cfg = self.config
+        # its arrival jitter (a few ms) must not leave a frame of made-up silence: round up, two frames' margin
+        n = min(self._provisional, int((self._clock_ms - at_ms) // cfg.frame_ms) + 2)
+        if self._triggered:
+            del self._frames[len(self._frames) - n :]
+            self._silence_ms = max(0.0, self._silence_ms - n * cfg.frame_ms)
+        self._clock_ms -= n * cfg.frame_ms
+        self._provisional = 0
 
     @property
     def paused(self) -> bool:
