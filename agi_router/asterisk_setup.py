@@ -119,7 +119,7 @@ class SetupReport:
         if self.accounts_file is not None:
             out.append(f"SIP accounts: {self.accounts} from {self.accounts_file} (mode 0600)")
             for acc in self.new_accounts:
-                out.append(f"  new {acc.role} {acc.name}: password {acc.password}")
+                out.append(f"  new account {acc.name} ({acc.role}): password {acc.password}")
             if self.new_accounts:
                 out.append("  (shown once; `agi-router asterisk accounts --passwords` shows them again)")
         if self.tls is not None:
@@ -127,13 +127,13 @@ class SetupReport:
             at = f"the edge (TLS config {self.edge_tls_config})" if self.edge_tls_config else self.tls_bind
             out.append(f"SIP over TLS on {at}, media SRTP (SDES): certificate {self.tls.cert_file} "
                        f"({made}, until {self.tls.not_after:%Y-%m-%d}, SHA-256 {self.tls.fingerprint})")  # fmt: skip
+        elif self.accounts_file is not None:
+            out.append("SIP: plain UDP/RTP on loopback only ([sip] bind = 127.0.0.1; set it to take phones "
+                       "from the network: TLS and SRTP then come on)")  # fmt: skip
         if self.edge_tls_config is not None:
             out.append("  run the edge: kamailio -f edge/kamailio.cfg -A LISTEN=udp:<public ip>:5060 -A WITH_TLS "
                        f"-A LISTEN_TLS=tls:<public ip>:5061 -A 'TLS_CONFIG=\"{self.edge_tls_config}\"' "
                        "(edge/README.md)")  # fmt: skip
-        elif self.accounts_file is not None:
-            out.append("SIP: plain UDP/RTP on loopback only ([sip] bind = 127.0.0.1; set it to take phones "
-                       "from the network: TLS and SRTP then come on)")  # fmt: skip
         out.append(f"prompts: {self.prompts_built} spoken, {self.prompts_installed} installed")
         return [line for line in out if line]
 

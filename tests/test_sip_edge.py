@@ -328,3 +328,14 @@ def test_the_shipped_edge_configuration_is_accepted_by_kamailio(defines: list[st
     out = r.stdout + r.stderr
     assert r.returncode == 0 and "config file ok" in out.lower(), out[-1500:]
     assert "ERROR" not in out, out[-1500:]
+
+
+def test_the_report_says_which_sip_edge_was_installed(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    plain = setup_asterisk(_settings(tmp_path / "a"), tmp_path / "a", None).lines()
+    tls = setup_asterisk(_settings(tmp_path / "b", bind="0.0.0.0"), tmp_path / "b", None).lines()
+    assert any(line.startswith("SIP: plain UDP/RTP on loopback only") for line in plain)
+    assert not any("TLS" in line and "SHA-256" in line for line in plain)
+    assert any(line.startswith("SIP over TLS on 0.0.0.0:5061") for line in tls)
+    assert not any(line.startswith("SIP: plain") for line in tls)
