@@ -191,12 +191,14 @@ async def test_rtp_held_then_released_does_not_cut_the_caller_or_change_the_audi
     """Issue #21: packets held by the network mid-sentence (0.4 s: over the pause; 0.9 s: over the 550 ms
     hangover), then released in a burst. The RTP timestamps show no gap: the caller did not stop talking.
     The recogniser must get the same audio as without the stall, in one turn."""
-    sentence = np.concatenate([speak("je voudrais une attestation de droits pour ma mutuelle"), silence(1500)])
+    # a phone that sends while its caller is silent: 0.6 s of silence packets (during the prompt), the sentence
+    sentence = np.concatenate([silence(600), speak("je voudrais une attestation de droits pour ma mutuelle"),
+                               silence(1500)])  # fmt: skip
     heard = {}
     for stall in (0.0, held_s):
         rec = Keeps()
         async with _capture(rec, "silence", mini_policy, mini_catalogue, pseudonymizer) as (port, pbx, _speech):
-            pbx.rounds = [CallerScript(audio=sentence, start_after_s=0.5, stalls={60: stall} if stall else {})]
+            pbx.rounds = [CallerScript(audio=sentence, start_after_s=0.1, stalls={90: stall} if stall else {})]
             ch = await _call(port, pbx)
             assert ch.variables["ROUTER_MOTIVE"] == "attestation_droits"
             assert len(pbx.legs) == 1  # one turn: not cut, not re-asked

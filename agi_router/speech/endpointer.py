@@ -58,10 +58,12 @@ class EndpointerConfig:
     no_input_ms: int = 5000
     max_utterance_ms: int = 10000
     gap_as_silence_ms: int = 120
-    # A phone that sends RTP while its caller is silent (most G.711 phones) and suddenly sends nothing is
-    # being held up by the network, not falling silent: its gaps count as silence only beyond stall_ms, and
-    # frames that arrive late replace the silence counted meanwhile (the recogniser gets the same audio).
-    # A stream is "continuous" after continuous_after_ms of gap-free frames, until one skips (DTX).
+    # A phone that sends RTP while its caller is silent (a carrier trunk, most G.711 phones) and suddenly sends
+    # nothing is being held up by the network, not falling silent: its gaps count as silence only beyond
+    # stall_ms, and frames that arrive late replace the silence counted meanwhile (the recogniser gets the
+    # same audio). A stream is "continuous" once it delivered continuous_after_ms of silent frames before the
+    # caller spoke (during the prompt), until it skips timestamps (DTX). A phone that sends nothing while its
+    # caller is silent never is: its gaps are silence at once, as before (no stall allowance to pay).
     stall_ms: int = 400
     continuous_after_ms: int = 300
 
@@ -133,7 +135,7 @@ class Endpointer:
         self._silence_ms = 0.0
         self._paused = False
         self._extra_ms = 0.0  # this pause's hangover extension (extend()); reset when the caller speaks again
-        self._gapless_ms = 0.0  # frames received without a timestamp skip (continuous stream evidence)
+        self._quiet_received_ms = 0.0  # silent frames received before the onset (continuous stream evidence)
         self._dtx = False  # the stream skipped timestamps once: its gaps are silence
         self._provisional = 0  # silent frames counted by tick() since the last frame received
         self._voiced_in_utterance = 0
@@ -153,16 +155,16 @@ class Endpointer:
             )
         events: list[SpeechEvent] = []
         if at_ms is not None and self._provisional and at_ms < self._clock_ms - self.config.frame_ms / 2:
-            self._take_back(at_ms)  # held by the network: the silence counted meanwhile was not silence
+            self._take_back()  # held by the network: the silence counted meanwhile was not silence
         self._provisional = 0
         if at_ms is not None and at_ms - self._clock_ms > self.config.gap_as_silence_ms:
-            self._dtx, self._gapless_ms = True, 0.0  # the phone stopped sending: discontinuous transmission
+            self._dtx = True  # the phone stopped sending: discontinuous transmission
             events += self._silence(at_ms - self._clock_ms)
             if self.done:
                 return events
-        else:
-            self._gapless_ms += self.config.frame_ms
         voiced = self._vad.is_speech(frame.tobytes(), SAMPLE_RATE)
+        if not self._triggered and not voiced:
+            self._quiet_received_ms += self.config.frame_ms
         self.frames_seen += 1
         self.voiced_frames += voiced
         events += self._frame(frame, voiced)
@@ -171,7 +173,7 @@ class Endpointer:
     @property
     def continuous(self) -> bool:
         """The phone sends while its caller is silent: a gap is the network, not silence (up to stall_ms)."""
-        return not self._dtx and self._gapless_ms >= self.config.continuous_after_ms
+        return not self._dtx and self._quiet_received_ms >= self.config.continuous_after_ms
 
     def tick(self, now_ms: float) -> list[SpeechEvent]:
         """Wall clock with no frame: a gap over ``gap_as_silence_ms`` is silence (on a continuous stream,
@@ -186,11 +188,12 @@ class Endpointer:
             self._provisional += int((self._clock_ms - before) // self.config.frame_ms)
         return events
 
-    def _take_back(self, at_ms: float) -> None:
-        """Undo the silent frames tick() counted from ``at_ms`` on (a late frame's stream time)."""
+    def _take_back(self) -> None:
+        """Undo the silent frames tick() counted since the last frame (a late frame arrived: a stall)."""
         cfg = self.config
-        # its arrival jitter (a few ms) must not leave a frame of made-up silence: round up, two frames' margin
-        n = min(self._provisional, int((self._clock_ms - at_ms) // cfg.frame_ms) + 2)
+        # all of it: the stream's timestamps go on where they stopped (a frame's arrival-anchored time is off by
+        # its jitter, which must not leave made-up silence behind); packets the network lost stay missing
+        n = self._provisional
         if self._triggered:
             del self._frames[len(self._frames) - n :]
             self._silence_ms = max(0.0, self._silence_ms - n * cfg.frame_ms)
