@@ -30,6 +30,7 @@ import pytest
 from agi_router.media.g711 import ulaw_decode
 from loadtest.dtmf import rfc4733_pcap
 from tests.asterisk_harness import AsteriskInstance, free_port, sip_password
+from tests.pcap import read_pcap, rtp_payloads
 from tests.test_real_callers_path import BINARY, Shipped, _ship, _wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,23 +85,8 @@ def _invites(cwd: Path) -> list[dict[str, str]]:
 
 
 def _rtp_to(pcap: Path, port: int) -> list[tuple[float, bytes]]:
-    """(capture time, µ-law payload) of the PCMU packets sent to ``port`` (pcap, Ethernet link type)."""
-    data = pcap.read_bytes()
-    out, i = [], 24
-    while i + 16 <= len(data):
-        sec, usec, incl, _orig = np.frombuffer(data[i : i + 16], dtype="<u4")
-        frame = data[i + 16 : i + 16 + int(incl)]
-        i += 16 + int(incl)
-        ip = frame[14:]
-        if len(ip) < 28 or ip[9] != 17:
-            continue
-        udp = ip[(ip[0] & 15) * 4 :]
-        if int.from_bytes(udp[2:4], "big") != port:
-            continue
-        rtp = udp[8:]
-        if len(rtp) > 12 and rtp[1] & 0x7F == 0:
-            out.append((float(sec) + float(usec) / 1e6, rtp[12:]))
-    return out
+    """(capture time, µ-law payload) of the PCMU packets sent to ``port``."""
+    return [(t, payload) for _seq, t, payload in rtp_payloads(read_pcap(pcap), None, port)]
 
 
 def _voiced_s(packets: list[tuple[float, bytes]], start: float, end: float) -> float:

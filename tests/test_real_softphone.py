@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import signal
-import struct
 import subprocess
 import time
 import wave
@@ -34,6 +33,7 @@ from agi_router.config import SipSettings
 from agi_router.media.g711 import ulaw_decode
 from tests import asterisk_harness as harness
 from tests.audio import have_tts
+from tests.pcap import read_pcap, rtp_payloads
 from tests.softphone import Baresip, SoftphoneError, baresip_available
 from tests.test_real_callers_path import BINARY, Shipped, _ship, _wait_ready
 
@@ -144,7 +144,6 @@ def stack(
 class CallRecord:
     aor: str  # `pjsip show aor softphone` while registered
     contacts_db: str  # Asterisk's stored contacts (with the Path, behind the edge)
-    channel: str  # `pjsip show channelstats` / the channel's own view, while the call is up
     ami_events: list[dict[str, str]]
     phone_events: list[dict[str, object]]
     media_encryption: str  # baresip's CALL_MENC parameter
@@ -226,7 +225,6 @@ def call(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> CallRecord:
             # the caller speaks after the question (MIC_LEAD_S of silence), then presses 0 (a person)
             speech_end = answered + MIC_LEAD_S + len(stack.caller_speech) / 8000 + 2.5
             phone.idle(speech_end - time.monotonic())
-            channel = sh.ast.cli("pjsip show channelstats")
             phone.send_dtmf("0")
             route = sh.ami.wait(lambda m: m.get("UserEvent") == "RouterRoute" and "AGIStatus" in m, 30)
             sh.ami.wait(lambda m: m.get("Event") == "AgentConnect" and m.get("MemberName") == "person", 30)
@@ -243,7 +241,6 @@ def call(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> CallRecord:
     return CallRecord(
         aor=aor,
         contacts_db=contacts_db,
-        channel=channel,
         ami_events=sh.ami.events[start:],
         phone_events=events,
         media_encryption=menc,
@@ -265,52 +262,6 @@ def _group_alive(pgid: int) -> bool:
 
 
 # --- pcap reading (classic libpcap format, as tcpdump -w writes it) -------------------------------------
-
-
-@dataclass
-class Packet:
-    proto: int  # 6 TCP, 17 UDP
-    sport: int
-    dport: int
-    payload: bytes
-
-
-def read_pcap(path: Path) -> list[Packet]:
-    data = path.read_bytes()
-    magic = struct.unpack("<I", data[:4])[0]
-    order = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
-    link = struct.unpack(order + "I", data[20:24])[0]
-    skip = {1: 14, 113: 16, 276: 20}[link]  # Ethernet (lo), Linux cooked v1/v2 (-i any)
-    packets, off = [], 24
-    while off + 16 <= len(data):
-        incl = struct.unpack(order + "I", data[off + 8 : off + 12])[0]
-        frame = data[off + 16 : off + 16 + incl][skip:]
-        off += 16 + incl
-        if len(frame) < 20 or frame[0] >> 4 != 4:
-            continue
-        ihl, proto = (frame[0] & 15) * 4, frame[9]
-        l4 = frame[ihl:]
-        sport, dport = struct.unpack("!HH", l4[:4])
-        if proto == 17:
-            packets.append(Packet(proto, sport, dport, l4[8:]))
-        elif proto == 6:
-            packets.append(Packet(proto, sport, dport, l4[(l4[12] >> 4) * 4 :]))
-    return packets
-
-
-def rtp_payloads(packets: list[Packet], sport: int, dport: int) -> list[tuple[int, bytes]]:
-    """(sequence number, bytes after the RTP header) of the RTP packets sport -> dport, in order."""
-    out = []
-    for p in packets:
-        if p.proto == 17 and p.sport == sport and p.dport == dport and len(p.payload) > 12:
-            b = p.payload
-            if b[0] >> 6 != 2 or b[1] & 0x7F != 0:  # version 2, PCMU (not telephone-event)
-                continue
-            header = 12 + 4 * (b[0] & 15)
-            if b[0] & 0x10:
-                header += 4 + 4 * struct.unpack("!H", b[header + 2 : header + 4])[0]
-            out.append((struct.unpack("!H", b[2:4])[0], b[header:]))
-    return sorted(out)
 
 
 # --- the checks ---------------------------------------------------------------------------------------
@@ -371,7 +322,7 @@ def test_media_and_signalling_are_encrypted_on_the_wire(call: CallRecord, stack:
     busiest = sorted(flows, key=lambda f: -flows[f])[:2]
     assert len(busiest) == 2 and busiest[0] == busiest[1][::-1], flows
     for sport, dport in busiest:
-        rtp = rtp_payloads(packets, sport, dport)
+        rtp = sorted((seq, payload) for seq, _t, payload in rtp_payloads(packets, sport, dport))
         assert len(rtp) > 100, f"only {len(rtp)} RTP packets {sport} -> {dport}"
         assert {len(p) for _, p in rtp} == {160 + SRTP_TAG}, "RTP payloads are not 20 ms PCMU + SRTP tag"
         as_plain = ulaw_decode(b"".join(p[:160] for _, p in rtp))
