@@ -36,6 +36,7 @@ def record_of(r: CallResult) -> dict[str, Any]:
         "errors": r.errors,
         "latency_ms": round(r.decision_latency_s * 1000, 3) if r.decision_latency_s is not None else None,
         "speech_to_route_ms": round(r.speech_to_route_s * 1000, 1) if r.speech_to_route_s is not None else None,
+        "voice_to_route_ms": round(r.voice_to_route_s * 1000, 1) if r.voice_to_route_s is not None else None,
     }
     if r.context is not None:  # what the agent was given (handoff/): the reference GET /calls/{ref} takes
         rec["handoff"] = {"ref": r.context.ref, "flags": list(r.context.flags)}

@@ -136,6 +136,10 @@ async def test_yes_confirms_and_the_policy_acts_on_the_confirmed_motive(rig: Rig
     # barge-in: the question stopped at the caller's first words (it starts 0.3 s after the bridge)
     assert rig.speech.rounds[-1].barged_in and 0 < rig.pbx.prompt_packets[1] < rig.question_packets - 40
     assert rig.last.speech_to_route_s is not None and rig.last.speech_to_route_s < 1.0
+    # what the caller waited: from the last voiced audio of the "oui", the hangover included
+    hangover = rig.speech.config.endpointer.hangover_ms / 1000
+    assert rig.last.voice_to_route_s is not None
+    assert rig.last.speech_to_route_s + hangover - 0.1 < rig.last.voice_to_route_s < rig.last.speech_to_route_s + 1.0
     from agi_router.metrics import RouterMetrics
 
     metrics = RouterMetrics()

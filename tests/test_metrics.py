@@ -245,6 +245,7 @@ def test_observe_call_counts_speech_rounds_reasons_and_latencies() -> None:
     r.motive = MotiveFacts("attestation_droits", 0.42, "speech")
     r.decision_latency_s = 0.0031
     r.speech_to_route_s = 0.0072
+    r.voice_to_route_s = 0.62
     r.speech_rounds = [
         SpeechRound("no_match", 0.1, 0.21, 0.52),
         SpeechRound("recognised", 0.42, 0.08, 0.55, barged_in=True, jitter_s=0.003),
@@ -269,6 +270,8 @@ def test_observe_call_counts_speech_rounds_reasons_and_latencies() -> None:
     assert get("agi_router_rtp_jitter_seconds_count") == 1
     assert get("agi_router_motive_confidence_bucket", le="0.5") == 1
     assert get("agi_router_speech_to_route_seconds_bucket", le="0.0075") == 1
+    assert get("agi_router_voice_to_route_seconds_bucket", le="0.6") == 0
+    assert get("agi_router_voice_to_route_seconds_bucket", le="0.7") == 1
     assert get("agi_router_decision_seconds_bucket", le="0.004") == 1
     assert get("agi_router_decision_seconds_bucket", le="0.003") == 0
     assert get("agi_router_deflections_skipped_total", reason="confidence") == 1

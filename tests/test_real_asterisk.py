@@ -372,8 +372,12 @@ async def test_live_audio_capture_on_real_asterisk(speech_stack: SpeechStack) ->
     r = s.stack.results[-1]
     assert r.motive is not None and r.motive.method == "speech"
     assert r.speech_to_route_s is not None and r.speech_to_route_s < 0.1, r.speech_to_route_s
+    # the caller's wait: the hangover (the endpointer's) + what remains of recognition
+    wait = r.voice_to_route_s
+    assert wait is not None and cfg.hangover_ms / 1000 - 0.1 < wait < 2.0, wait
     print(
-        f"speech->route {r.speech_to_route_s * 1000:.1f} ms, heard {heard_ms:.0f} ms of {spoken_ms:.0f} ms, "
+        f"speech->route {r.speech_to_route_s * 1000:.1f} ms, voice->route {wait * 1000:.0f} ms, "
+        f"heard {heard_ms:.0f} ms of {spoken_ms:.0f} ms, "
         f"prompt frames sent {sent}, stats {outcome.stats}"
     )
     s.stack.proxy.save("speech-capture")

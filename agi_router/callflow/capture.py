@@ -59,6 +59,7 @@ class CallContext:
     hint: str = ""  # motive id given by the dialplan (first AGI argument), if any
     pending_digits: str = ""  # DTMF the caller typed during speech capture, not yet used
     speech_ended_at: float | None = None  # time.monotonic() at the end of the recognised utterance
+    voice_ended_at: float | None = None  # time.monotonic() of its last voiced audio (before the hangover)
     speech_rounds: list[SpeechRound] = field(default_factory=list)
     fallback_deadline: float | None = None  # time.monotonic() by which a caller not understood is routed
     fallback_started_at: float | None = None
@@ -74,6 +75,14 @@ class CallContext:
         """Count one failed capture; True when the policy's safeguard says: no further try, a person now."""
         self.failed_captures += 1
         return bool(self.person_after_failures) and self.failed_captures >= self.person_after_failures
+
+    def ended_speaking(self, speech_end_at: float | None, endpoint_delay_s: float | None) -> None:
+        """The sentence acted on ended at ``speech_end_at`` (end of speech declared), ``endpoint_delay_s``
+        after its last voiced audio."""
+        self.speech_ended_at = speech_end_at
+        self.voice_ended_at = None
+        if speech_end_at is not None and endpoint_delay_s is not None:
+            self.voice_ended_at = speech_end_at - endpoint_delay_s
 
     def start_fallback(self, budget_s: float, at: float | None = None) -> None:
         """The caller was not understood (or there was nothing to understand them with): from now on

@@ -102,6 +102,7 @@ class CallResult:
     motive: MotiveFacts | None = None
     decision_latency_s: float | None = None
     speech_to_route_s: float | None = None  # end of speech (endpointer) -> ROUTER_DONE written
+    voice_to_route_s: float | None = None  # the caller's last voiced audio -> ROUTER_DONE written (what they wait)
     facts: CallFacts | None = None  # what the policy was given (for the audit trail)
     arm: str = "current"  # gradual rollout: which policy decided (current | candidate)
     cohorts: tuple[str, ...] = ()  # policy.cohorts_of the facts (exclusion measured by cohort)
@@ -184,8 +185,11 @@ class CallFlow:
                 result.motive = motive
                 result.transcript = ctx.transcript
                 result.decision = await self._decide(session, policy, caller, e164, motive, account_task, result)
+                done_at = time.monotonic()
                 if ctx.speech_ended_at is not None:
-                    result.speech_to_route_s = time.monotonic() - ctx.speech_ended_at
+                    result.speech_to_route_s = done_at - ctx.speech_ended_at
+                if ctx.voice_ended_at is not None:
+                    result.voice_to_route_s = done_at - ctx.voice_ended_at
         except TimeoutError:
             result.fallback_reason = result.fallback_reason or "deadline"
         except (AGIHangup, AGIDeadChannel):

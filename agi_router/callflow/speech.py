@@ -255,7 +255,7 @@ class SpeechCapture:
             if r is not None and r.language:
                 call.heard_language = r.language
             if r is not None and (r.motive_id or r.human_requested):
-                call.speech_ended_at = outcome.speech_end_at
+                call.ended_speaking(outcome.speech_end_at, outcome.endpoint_delay_s)
                 return r.facts()
             # not understood, or nothing said: the clock to a person starts at the end of that sentence
             call.start_fallback(cfg.fallback_budget_s, outcome.speech_end_at)
@@ -311,7 +311,7 @@ class SpeechCapture:
             if r.human_requested:
                 return MotiveFacts(None, 1.0, "speech", human_requested=True, level="person")
             if r.reply == "yes":
-                call.speech_ended_at = outcome.speech_end_at
+                call.ended_speaking(outcome.speech_end_at, outcome.endpoint_delay_s)
                 return u.facts(confirmed=True)
             if r.reply == "no":
                 return None

@@ -44,6 +44,7 @@ LATENCY_BUCKETS = (
     0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+TURN_BUCKETS = (0.1, 0.2, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2, 1.5, 2.0, 3.0, 5.0)
 JITTER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16)
 
 PREFIX = "agi_router_"
@@ -189,6 +190,12 @@ class RouterMetrics:
         self.speech_to_route_seconds = histogram(
             "speech_to_route_seconds", "End of speech -> routing variables written"
         )
+        self.voice_to_route_seconds = histogram(
+            "voice_to_route_seconds",
+            "The caller's last voiced audio -> routing variables written: what the caller waits (end of turn + "
+            "recognition + decision)",
+            buckets=TURN_BUCKETS,
+        )
         self.recognition_seconds = histogram(
             "recognition_seconds", "Recogniser + classifier run time per utterance used"
         )
@@ -274,6 +281,8 @@ class RouterMetrics:
             self.decision_seconds.observe(result.decision_latency_s)
         if result.speech_to_route_s is not None:
             self.speech_to_route_seconds.observe(result.speech_to_route_s)
+        if result.voice_to_route_s is not None:
+            self.voice_to_route_seconds.observe(result.voice_to_route_s)
 
 
 class _ScrapeCollector(Collector):

@@ -450,6 +450,16 @@ def build() -> dict[str, Any]:
         ),
         8,
     )
+    lay.add(
+        timeseries(
+            "Caller's last word -> route (the wait the caller feels)",
+            quantiles("agi_router_voice_to_route_seconds"),
+            "s",
+            description="End of turn (the silence hangover) + recognition + decision, from the last voiced audio "
+            "of the sentence acted on. A person answers in ~0.2-0.3 s; voice platforms wait 0.5-0.8 s.",
+        ),
+        8,
+    )
 
     lay.row("Queues")
     lay.add(timeseries("Callers waiting", [("sum by (queue) (agi_router_queue_callers_waiting)", "{{queue}}")]), 8)
