@@ -6,7 +6,7 @@ withhold their number. Some call back within ten minutes with the same request, 
 ask for a person. Behaviour on the line (``kind``):
 
 =========  =====  =================================================================================
-speak      55 %   says a motive sentence (recorded audio) at the first prompt; types the menu if asked
+speak      55 %   says a sentence (a voice of loadtest/voices.py) at the first prompt; types the menu if asked
 dtmf       12 %   stays silent at the prompt, then answers the DTMF menu (skill, motive)
 person      8 %   presses 0 during the prompt (a person)
 silent      8 %   says and types nothing (the budgeted fallback dialogue takes them to a person)
@@ -27,14 +27,11 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
-import numpy as np
-import numpy.typing as npt
-
 from .sim import CallerPlan, Round
+from .voices import Voice
 
 __all__ = ["MIX", "Population"]
 
-Pcm = npt.NDArray[np.int16]
 
 MIX = {"speak": 0.55, "dtmf": 0.12, "person": 0.08, "silent": 0.08, "hangup": 0.05, "hint": 0.12}
 ACCOUNTS = {"active": 0.34, "inactive": 0.16, "none": 0.45, "withheld": 0.05}
@@ -51,7 +48,7 @@ MENU = [
 
 @dataclass
 class Population:
-    audio: Sequence[Pcm]  # what speaking callers say (one is picked per call)
+    voices: Sequence[Voice]  # what speaking callers say (one is picked per call)
     seed: int = 3646
     repeat_share: float = 0.15
     size: int = 5000  # distinct numbers
@@ -93,9 +90,10 @@ class Population:
         kind = _pick(rng, MIX)
         skill, motive_digit, motive = rng.choice(MENU)
         if kind == "speak":
-            said = self.audio[rng.randrange(len(self.audio))] if self.audio else None
-            rounds: tuple[Round, ...] = (Round(audio=said, after_s=rng.uniform(0.4, 1.2)),)
-            return CallerPlan(shown, kind, rounds, menu=(skill, motive_digit), account=account)
+            said = self.voices[rng.randrange(len(self.voices))] if self.voices else None
+            rounds: tuple[Round, ...] = (Round(audio=said.pcm if said else None, after_s=rng.uniform(0.4, 1.2)),)
+            return CallerPlan(shown, kind, rounds, menu=(skill, motive_digit), account=account,
+                              expects=said.expects if said else "")  # fmt: skip
         if kind == "dtmf":
             return CallerPlan(shown, kind, (Round(), Round()), menu=(skill, motive_digit), account=account)
         if kind == "person":

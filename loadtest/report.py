@@ -58,11 +58,16 @@ def _or_no_data(value: object, unit: str = "") -> str:
 
 
 def judge(
-    records: Sequence[CallRecord], slo: SLO, p99_override_s: float | None = None, override_n: int | None = None
+    records: Sequence[CallRecord],
+    slo: SLO,
+    p99_override_s: float | None = None,
+    override_n: int | None = None,
+    last_word_ms: dict[str, Any] | None = None,
 ) -> Verdict:
     """``p99_override_s``: the p99 end of speech -> route measured elsewhere (the router's own histogram,
     when the driver cannot see the end of speech: a run through a real Asterisk), over ``override_n``
-    observations. A percentile of no observation is "no data", never a breach."""
+    observations. A percentile of no observation is "no data", never a breach. ``last_word_ms``: the caller's
+    last word -> route (p50, p99, n, source) measured elsewhere (the router's histogram)."""
     failures = Counter(r.failure for r in records if r.failure)
     e2r = [x for r in records if (x := r.speech_to_route_s) is not None]
     overridden = override_n is not None or p99_override_s is not None
@@ -86,19 +91,42 @@ def judge(
             "source": "the router's histogram (bucket bound)" if overridden else "per call",
             "max": _ms(max(e2r) if e2r else None),
         },
-        "last_word_to_route_ms": {
+        "last_word_to_route_ms": last_word_ms
+        or {
             "p50": _ms(percentile(words := [x for r in records if (x := r.last_word_to_route_s) is not None], 50)),
             "p99": _ms(percentile(words, 99)),
+            "n": len(words),
+            "source": "per call",
         },
         "setup_ms_p99": _ms(
             percentile(
                 [r.first_command_at - r.connected_at for r in records if r.first_command_at and r.connected_at], 99
             )
         ),
+        "understood": understood(records),
         "rules": dict(outcomes.most_common()),
         "kinds": dict(Counter(r.plan.kind for r in records)),
     }
     return Verdict(not reasons, reasons, figures)
+
+
+def understood(records: Sequence[CallRecord]) -> dict[str, Any]:
+    """Of the routed callers who said a sentence (``plan.expects``), how many were routed on what they said
+    (loadtest/voices.py: the voices are those whose recognition is stable, so a miss is the system's)."""
+    from agi_router.motives.catalogue import Catalogue
+
+    from .voices import route_matches
+
+    skill_of = {m.id: m.skill for m in Catalogue.load()}
+    said = [r for r in records if r.plan.expects and r.failure is None and r.variables.get("ROUTER_RULE")]
+    hits = sum(route_matches(r.plan.expects, r.variables, skill_of) for r in said)
+    return {"callers": len(said), "understood": hits, "share": round(hits / len(said), 3) if said else None}
+
+
+def _understood_line(u: dict[str, Any]) -> str:
+    if not u["callers"]:
+        return "no data"
+    return f"{u['understood']} of {u['callers']} ({100 * u['share']:.0f} %)"
 
 
 def _ms(x: float | None) -> float | None:
@@ -115,6 +143,7 @@ def write_report(
     notes: Sequence[str] = (),
     p99_override_s: float | None = None,
     override_n: int | None = None,
+    last_word_ms: dict[str, Any] | None = None,
 ) -> Verdict:
     """Plots + report.md + summary.json into ``out``; returns the verdict."""
     import matplotlib
@@ -123,7 +152,7 @@ def write_report(
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    verdict = judge(records, slo, p99_override_s, override_n)
+    verdict = judge(records, slo, p99_override_s, override_n, last_word_ms)
     end = max([r.ended_at or r.offered_at for r in records] + [s.t for s in samples] + [t0 + 1])
     n = int(end - t0) + 1
     secs = list(range(n))
@@ -223,6 +252,13 @@ def write_report(
         f"(SLO {slo.p99_speech_to_route_s * 1000:.0f} ms, n = {verdict.figures['speech_to_route_ms']['n']})",
         f"- callers left in silence: {verdict.figures['failed'].get('silence', 0)}",
         *(f"- **broken**: {r}" for r in verdict.reasons),
+        "",
+        "## Speech path",
+        "",
+        f"- speaking callers routed on what they said: {_understood_line(verdict.figures['understood'])}",
+        f"- caller's last word -> route: p50 {_or_no_data(verdict.figures['last_word_to_route_ms']['p50'], ' ms')}, "
+        f"p99 {_or_no_data(verdict.figures['last_word_to_route_ms']['p99'], ' ms')} "
+        f"(n = {verdict.figures['last_word_to_route_ms']['n']}, {verdict.figures['last_word_to_route_ms']['source']})",
         "",
         "## Figures",
         "",

@@ -39,24 +39,14 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-import numpy as np
-
 from agi_router.policy.config import default_policy_path
 
 from .population import Population
 from .report import SLO, Sample, write_report
 from .sim import CallRecord, SimulatedAsterisk
+from .voices import stable_voices
 
 ROOT = Path(__file__).resolve().parents[1]
-SENTENCES = [
-    "bonjour je voudrais une attestation de droits",
-    "j'ai perdu ma carte vitale",
-    "je n'ai pas reçu mes indemnités journalières",
-    "c'est pour le remboursement de mes lunettes",
-    "je voudrais déclarer un accident du travail",
-    "je voudrais parler à un conseiller",
-]
-REAL = Path("/usr/share/asterisk/sounds/fr_CA_f_June")
 
 
 @dataclass(frozen=True)
@@ -80,44 +70,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def build_audio(folder: Path, real: int = 12) -> list[np.ndarray]:
-    """What speaking callers say: motive sentences spoken by espeak-ng (two voices; SYNTHETIC: Whisper makes
-    little of them, so most of these callers are asked again and then use the menu), plus up to ``real``
-    recordings of a real human voice from Debian's French sound package whose published transcript the
-    router routes at once (a person, a sure motive or skill): with those, end of speech -> route is
-    measured on real speech. (They are telephone prompts, not callers: load, not accuracy.)"""
-    import gzip
-
-    from agi_router.app import build_understander
-    from agi_router.config import Settings
-    from agi_router.motives.catalogue import Catalogue
-    from agi_router.prompts import speak_to_wav
-    from agi_router.speech.evaluation import read_wav
-
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for i, text in enumerate(SENTENCES):
-        for voice in ("fr+f2", "fr+m3"):
-            wav = folder / f"s{i}-{voice.replace('+', '')}.wav"
-            if not wav.exists():
-                speak_to_wav(text, wav, voice=voice, speed=160)
-            out.append(read_wav(wav))
-    transcripts = Path("/usr/share/doc/asterisk-core-sounds-fr/core-sounds-fr.txt.gz")
-    if transcripts.is_file() and REAL.is_dir():
-        pairs = []
-        for line in gzip.decompress(transcripts.read_bytes()).decode().splitlines():
-            name, sep, text = line.partition(":")
-            if sep and not line.startswith(";") and (REAL / f"{name.strip()}.wav").is_file() and len(text.split()) >= 3:
-                pairs.append((name.strip(), text.strip()))
-        understander = build_understander(Settings(), Catalogue.load())
-        levels = understander.understand_many([t for _, t in pairs])
-        routed = [
-            n for (n, _), u in zip(pairs, levels, strict=True) if u.level.value in ("person", "deflectable", "queue")
-        ]
-        out.extend(read_wav(REAL / f"{n}.wav") for n in sorted(routed)[:real])
-    return out
 
 
 def rate_at(p: Profile, t: float) -> float:
@@ -207,8 +159,12 @@ class Run:
         work = self.out / "work"
         var = work / "var"
         var.mkdir(parents=True, exist_ok=True)
-        audio = build_audio(self.out.parent / "audio-cache")
-        population = Population(audio, seed=args.seed)
+        voices = stable_voices()
+        if not voices:
+            print("loadtest: no caller voice: install espeak-ng and asterisk-core-sounds-fr "
+                  "(scripts/test-debs.txt)", file=sys.stderr)  # fmt: skip
+            return 2
+        population = Population(voices, seed=args.seed)
         secret = secrets.token_hex(16)
         sim = SimulatedAsterisk(ami_secret=secret, silence_s=args.silence_s)
         await sim.start()
@@ -268,7 +224,9 @@ class Run:
             + f" for {self.profile.duration:g} s; recogniser: "
             + (f"{args.processes} process(es)" if args.processes else f"{args.workers} thread(s)")
             + f", batch {args.batch}",
-            f"{len(self.records)} calls; audio: espeak-ng motive sentences (SYNTHETIC) + Debian's real fr prompts",
+            f"{len(self.records)} calls; {len(voices)} voices measured stable across ±40 ms shifts "
+            f"(loadtest/voices.json: {sum(v.name.startswith('real-') for v in voices)} real recordings of "
+            "Debian's French prompts, the rest espeak-ng, SYNTHETIC)",
             f"machine: {os.cpu_count()} cores, load average at the end {os.getloadavg()[0]:.2f}",
         ]
         verdict = write_report(self.out, args.profile, self.records, self.samples, t0, SLO(), notes)

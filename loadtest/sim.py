@@ -66,6 +66,7 @@ class CallerPlan:
     menu: tuple[str, ...] = ()  # digits typed at each GET DATA in order ("" = none: timeout)
     hint: str = ""  # MOTIVE_HINT (first AGI argument)
     account: str = "none"  # active | inactive | none | withheld (the directory the run imported)
+    expects: str = ""  # what the router should act on if it understood the caller (loadtest/voices.py)
 
 
 @dataclass

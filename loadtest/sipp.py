@@ -7,8 +7,10 @@
 
 * ``voices/<name>/speech.ulaw``: what a speaking caller says, headerless 8 kHz µ-law (SIPp 3.6.1's
   ``rtp_stream`` sends a WAV header as audio and reads the file once per scenario: one folder, one SIPp
-  instance per sentence): motive sentences spoken by espeak-ng (two voices, with and without line noise;
-  SYNTHETIC) and real human recordings of Debian's French prompt packages (``asterisk-core-sounds-fr``);
+  instance per sentence), and ``voices/<name>/expects``, what the router should act on: the voices of
+  ``loadtest/voices.py`` whose recognition was measured stable across ±40 ms shifts (real human recordings
+  of Debian's French prompt package, a few espeak-ng sentences), so the run measures the speech path, not
+  where the frame grid fell; the report gives the share of speaking callers routed on what they said;
 * ``callers.csv`` (SIPp ``-inf``): the population of ``loadtest/population.py`` — numbers (a third active
   account holders, inactive, none), repeat callers, people asking for a person (0), silent callers —
   with when they speak and the digits they type if they get the menu;
@@ -42,19 +44,10 @@ from .observe import AmiWatch, MetricsWatch, histogram_count, histogram_quantile
 from .population import MENU, Population
 from .report import SLO, write_report
 from .sim import CallerPlan, CallRecord
+from .voices import stable_voices
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "loadtest" / "scenarios"
-SENTENCES = {
-    "attestation": "bonjour je voudrais une attestation de droits",
-    "carte": "j'ai perdu ma carte vitale",
-    "indemnites": "je n'ai pas reçu mes indemnités journalières",
-    "conseiller": "je voudrais parler à un conseiller",
-}
-REAL = Path("/usr/share/asterisk/sounds/fr_CA_f_June")
-REAL_NAMES = ("vm-goodbye", "vm-password", "vm-incorrect", "conf-onlyperson")
-
-
 TRAILING_SILENCE_S = 0.8  # a phone goes on sending after its caller stops: the router hears the silence
 
 
@@ -69,26 +62,12 @@ def _write_ulaw(pcm: np.ndarray, folder: Path) -> float:
 
 
 def prepare(out: Path, calls: int, seed: int = 3646) -> dict[str, float]:
-    """Voices, callers.csv, directory.csv under ``out``; returns each voice's length in seconds."""
-    from agi_router.prompts import speak_to_wav
-    from agi_router.speech.evaluation import read_wav
-
+    """Voices, callers.csv, directory.csv under ``out``; returns each voice's length in seconds (none:
+    espeak-ng and Debian's French prompts are both missing)."""
     voices: dict[str, float] = {}
-    rng = np.random.default_rng(seed)
-    tmp = out / "wav"
-    tmp.mkdir(parents=True, exist_ok=True)
-    for name, text in SENTENCES.items():
-        for voice in ("fr+f2", "fr+m3"):
-            wav = tmp / f"{name}-{voice.replace('+', '')}.wav"
-            speak_to_wav(text, wav, voice=voice, speed=160)
-            pcm = read_wav(wav)
-            voices[wav.stem] = _write_ulaw(pcm, out / "voices" / wav.stem)
-            noisy = np.clip(pcm + rng.normal(0, 0.05 * max(1.0, float(np.abs(pcm).max())), len(pcm)), -32768, 32767)
-            voices[wav.stem + "-noise"] = _write_ulaw(noisy, out / "voices" / (wav.stem + "-noise"))
-    for name in REAL_NAMES:
-        if (REAL / f"{name}.wav").is_file():
-            voices[f"real-{name}"] = _write_ulaw(read_wav(REAL / f"{name}.wav"), out / "voices" / f"real-{name}")
-    shutil.rmtree(tmp)
+    for v in stable_voices():
+        voices[v.name] = _write_ulaw(v.pcm, out / "voices" / v.name)
+        (out / "voices" / v.name / "expects").write_text(v.expects + "\n")
     pop = Population([], seed=seed)
     pop.directory_csv(out / "directory.csv", date.today())
     r = random.Random(seed)
@@ -237,12 +216,23 @@ def _report(
         f = line.split(";")
         if len(f) >= 8:
             who.setdefault(f[0], (f[6], f[7]))
+    expects: dict[str, set[str]] = {}  # number -> what its voice(s) should be routed on
+    for v in voices:
+        said = (v / "expects").read_text().strip() if (v / "expects").is_file() else ""
+        for line in (v / "callers.csv").read_text().splitlines()[1:] if (v / "callers.csv").is_file() else ():
+            f = line.split(";")
+            if said and len(f) >= 8 and f[6] not in ("person", "silent", "hangup"):  # those do not speak first
+                expects.setdefault(f[0], set()).add(said)
     records = []
     for ch in ami.snapshot():
         kind, account = who.get(ch.number, ("?", "?"))
-        plan = CallerPlan(ch.number if ch.number != "anonymous" else "", kind, account=account)
+        mine = expects.get(ch.number, set())
+        plan = CallerPlan(ch.number if ch.number != "anonymous" else "", kind, account=account,
+                          expects=next(iter(mine)) if len(mine) == 1 else "")  # fmt: skip
         rec = CallRecord(ch.uniqueid, plan, ch.started, connected_at=ch.started, ended_at=ch.ended)
-        rec.variables = {f"ROUTER_{k.upper()}": v for k, v in ch.route.items() if k in ("Rule", "Action", "Queue")}
+        rec.variables = {
+            f"ROUTER_{k.upper()}": v for k, v in ch.route.items() if k in ("Rule", "Action", "Queue", "Motive")
+        }
         rec.route_at = ch.routed_at if ch.route.get("Done") == "1" else None
         if ch.ended is None:
             rec.failure = "never_ended"
@@ -262,18 +252,31 @@ def _report(
     hist = "agi_router_speech_to_route_seconds"
     p99 = histogram_quantile(metrics.first, metrics.last, hist, 0.99)
     n = histogram_count(metrics.first, metrics.last, hist)
+    wait = "agi_router_voice_to_route_seconds"
+    last_word = {
+        "p50": _ms(histogram_quantile(metrics.first, metrics.last, wait, 0.5)),
+        "p99": _ms(histogram_quantile(metrics.first, metrics.last, wait, 0.99)),
+        "n": histogram_count(metrics.first, metrics.last, wait),
+        "source": "the router's histogram (bucket upper bound)",
+    }
     notes = [
         f"SIPp through a real Asterisk: {calls} calls at {rate:g} calls/s, {agents} SIPp agents; "
-        f"{len(voices)} voices (espeak-ng SYNTHETIC and Debian's real fr prompts)",
+        f"{len(voices)} voices measured stable across ±40 ms shifts (loadtest/voices.json: "
+        f"{sum(v.name.startswith('real-') for v in voices)} real recordings of Debian's French prompts, the rest "
+        "espeak-ng, SYNTHETIC)",
         f"{len(records)} caller channels seen on AMI; {sum(c.answered_by_agent for c in ami.snapshot())} "
         "answered by an agent",
         "end of speech -> route: the router's own histogram between the first and the last scrape",
         *(f"could not watch: {e}" for e in (ami.error, metrics.error) if e),
     ]
     verdict = write_report(report, "sipp", records, metrics.samples, t0, SLO(), notes, p99_override_s=p99,
-                           override_n=n)  # fmt: skip
+                           override_n=n, last_word_ms=last_word)  # fmt: skip
     print(f"report: {report / 'report.md'} ({'PASSED' if verdict.passed else 'FAILED: ' + '; '.join(verdict.reasons)})")
     return verdict.passed
+
+
+def _ms(x: float | None) -> float | None:
+    return None if x is None else round(x * 1000, 1)
 
 
 def _failed_record(reason: str, t0: float) -> CallRecord:

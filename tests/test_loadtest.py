@@ -36,6 +36,8 @@ def test_smoke_profile_against_a_live_router(tmp_path: Path, whisper_dir: Path) 
     assert [r for r in summary["reasons"] if not r.startswith("p99 ")] == [], summary["reasons"]
     assert summary["calls"] >= 8 and summary["failed"] == {}
     assert sum(summary["rules"].values()) >= 6  # routed calls (early hang-ups have no route)
+    said = summary["understood"]  # the speaking callers' voices are stable ones (loadtest/voices.py)
+    assert said["callers"] >= 1 and 0 < said["understood"] <= said["callers"], said
     heading = f"# Load test `smoke`: {'PASSED' if summary['passed'] else 'FAILED'}"
     assert (out / "report.md").read_text().startswith(heading)
     for png in ("calls", "concurrent", "failures", "speech_to_route", "recognizer", "process", "outcomes"):
@@ -103,3 +105,82 @@ def test_the_report_counts_the_router_histogram_and_no_data_is_not_a_breach() ->
     assert histogram_quantile(last, last, name, 0.99) is None and histogram_count(last, last, name) == 0
     quiet = judge([], SLO(), None, 0)
     assert quiet.passed and quiet.figures["speech_to_route_ms"]["p99"] is None  # no data, no breach
+
+
+def test_a_speaking_caller_counts_as_understood_only_when_routed_on_what_they_said() -> None:
+    """Issue #21: the report gives the share of speaking callers the router understood (a SIPp run had
+    measured the fallback dialogue, 5 of ~50 rounds understood, without saying so)."""
+    from loadtest.report import understood
+    from loadtest.sim import CallerPlan, CallRecord
+    from loadtest.voices import route_matches
+
+    skill_of = {"attestation_droits": "droits", "droits.autre": "droits", "ij_non_payees": "indemnites"}
+    sure = "deflectable:attestation_droits"
+    assert route_matches(sure, {"ROUTER_MOTIVE": "attestation_droits", "ROUTER_RULE": "deflect.simple"}, skill_of)
+    assert route_matches(sure, {"ROUTER_MOTIVE": "attestation_droits", "ROUTER_RULE": "repeat.hangup"}, skill_of)
+    assert not route_matches(sure, {"ROUTER_MOTIVE": "droits.autre", "ROUTER_QUEUE": "droits"}, skill_of)
+    skill = "queue:droits:droits"
+    assert route_matches(skill, {"ROUTER_MOTIVE": "droits.autre", "ROUTER_QUEUE": "droits"}, skill_of)
+    assert route_matches(skill, {"ROUTER_MOTIVE": "", "ROUTER_QUEUE": "droits"}, skill_of)
+    assert not route_matches(skill, {"ROUTER_MOTIVE": "ij_non_payees", "ROUTER_QUEUE": "indemnites"}, skill_of)
+    assert route_matches("person", {"ROUTER_RULE": "motive.human", "ROUTER_QUEUE": "accueil"}, skill_of)
+    assert not route_matches("person", {"ROUTER_RULE": "motive.none", "ROUTER_QUEUE": "accueil"}, skill_of)
+
+    def rec(expects: str, **variables: str) -> CallRecord:
+        r = CallRecord("c", CallerPlan("0611", "speak", expects=expects), 0.0)
+        r.variables = {f"ROUTER_{k.upper()}": v for k, v in variables.items()}
+        return r
+
+    calls = [
+        rec(sure, motive="attestation_droits", rule="deflect.simple"),
+        rec(sure, motive="", rule="motive.none", queue="accueil"),  # not understood: the menu, then a person
+        rec("person", rule="motive.human"),
+        rec(sure),  # hung up before any route: not counted
+        rec("", rule="motive.none"),  # a caller who said nothing: not counted
+    ]
+    assert understood(calls) == {"callers": 3, "understood": 2, "share": 0.667}
+    assert understood([])["share"] is None
+
+
+def test_the_load_test_voices_are_those_measured_stable() -> None:
+    """loadtest/voices.json is the measurement of every candidate (loadtest/voices.py) at every shift; a voice
+    is used only if the router acted on its meaning at all of them."""
+    from loadtest.voices import CANDIDATES, MANIFEST, SPEEDS, VOICES
+
+    data = json.loads(MANIFEST.read_text())
+    shifts = data["shifts_ms"]
+    assert min(shifts) <= -40 and max(shifts) >= 40 and len(shifts) >= 9
+    espeak = {(v["text"], v["voice"], v["speed"]) for v in data["voices"] if v["source"] == "espeak-ng"}
+    assert espeak <= {(t, v, s) for t in CANDIDATES for v in VOICES for s in SPEEDS}
+    for v in data["voices"]:
+        decisions = {x["decision"] for x in v["by_shift"].values()}
+        assert v["stable"] == (decisions == {v["expected"]}), v["name"]
+        assert v["right_shifts"] == sum(x["decision"] == v["expected"] for x in v["by_shift"].values())
+    assert sum(v["stable"] for v in data["voices"]) >= 20
+
+
+@needs_tts
+def test_stable_voices_are_still_heard_the_same_at_both_ends_of_the_shift_range(whisper_dir: Path) -> None:
+    """A change to the endpointer, the recogniser or the understander can move what the load test's voices
+    are heard as: re-measure two of them (a real recording, an espeak-ng sentence) at -40 and +40 ms."""
+    from agi_router.app import build_understander
+    from agi_router.config import Settings
+    from agi_router.motives.catalogue import Catalogue
+    from agi_router.speech.recognizer import WhisperRecognizer
+    from loadtest.voices import heard, stable_voices
+
+    voices = stable_voices(warn=False)
+    real = [v for v in voices if v.name.startswith("real-")]
+    if not real:
+        pytest.skip("needs Debian's French prompts (asterisk-core-sounds-fr-wav: scripts/test-debs.txt)")
+    picked = [real[0], next(v for v in voices if not v.name.startswith("real-"))]
+    understander = build_understander(Settings(), Catalogue.load())
+    rec = WhisperRecognizer(whisper_dir, workers=1, beam_size=1, window_s=Settings().speech.window_s)
+    try:
+        for v in picked:
+            for shift in (-40, 40):
+                text, decision = heard(v.pcm, shift, rec, understander)
+                want = f"queue:{v.skill}" if v.level == "queue" else v.expects
+                assert decision == want, (v.name, shift, text, decision)
+    finally:
+        rec.close()

@@ -70,6 +70,10 @@ def test_sipp_callers_and_agents_through_the_real_pbx(shipped: Shipped, tmp_path
     assert r.returncode == (0 if summary["passed"] else 1), r.stdout + r.stderr[-2000:]
     assert [x for x in summary["reasons"] if not x.startswith("p99 ")] == []  # latency: reported, not asserted
     assert summary["calls"] == 8 and summary["failed"] == {}, summary
+    said = summary["understood"]  # speaking callers routed on what they said (their voices are stable ones)
+    print(f"understood: {said}, caller's last word -> route: {summary['last_word_to_route_ms']}")
+    assert said["callers"] >= 1 and said["understood"] >= 1, said
+    assert summary["last_word_to_route_ms"]["n"] >= said["understood"]  # the router's histogram saw them
     assert sum(n for rule, n in summary["rules"].items() if rule != "-") == len(routes)
     assert summary["rss_mb"]["last"] > 50 and summary["fds"]["last"] > 5  # the router's own process figures
     for png in ("calls", "concurrent", "failures", "recognizer", "process", "outcomes"):
