@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -10,14 +11,15 @@ from pathlib import Path
 import pytest
 
 from agi_router.agi.server import AGIServer, AGIServerConfig
+from agi_router.agi.session import AGISession
 from agi_router.ami.client import AMIClient, AMIConfig
 from agi_router.callbacks.placer import CallbackPlacer, PlacerConfig
 from agi_router.callbacks.redis_store import RedisCallbackStore
 from agi_router.callbacks.store import CallbackRecords, CallbackStore
-from agi_router.callflow.capture import HintCapture
+from agi_router.callflow.capture import CallContext, HintCapture
 from agi_router.callflow.flow import CallFlow, CallResult, PolicyHolder
 from agi_router.policy.config import Policy
-from agi_router.policy.model import AccountFacts, QueueSnapshot
+from agi_router.policy.model import AccountFacts, MotiveFacts, QueueSnapshot
 from agi_router.privacy import Pseudonymizer
 from agi_router.state.memory import InMemoryCallerMemory
 from tests.doubles import StubDirectory
@@ -62,6 +64,18 @@ def test_retry_then_fail_and_expiry(tmp_path: Path) -> None:
     s.close()
 
 
+SPOKE_AT: list[float] = []
+
+
+class SpokenHint(HintCapture):
+    """The hint, as if the caller had just said it (end of speech now, 550 ms after the last voiced audio)."""
+
+    async def capture(self, session: AGISession, call: CallContext) -> MotiveFacts | None:
+        SPOKE_AT[:] = [time.monotonic()]
+        call.ended_speaking(SPOKE_AT[0], 0.55)
+        return await super().capture(session, call)
+
+
 async def test_offer_accepted_and_declined_in_the_agi_session(
     tmp_path: Path, mini_policy: Policy, pseudonymizer: Pseudonymizer
 ) -> None:
@@ -73,7 +87,7 @@ async def test_offer_accepted_and_declined_in_the_agi_session(
         directory=StubDirectory(everyone=AccountFacts(True, True, date(2026, 11, 1))),
         memory=InMemoryCallerMemory(),
         pseudonymizer=pseudonymizer,
-        capture=HintCapture(),
+        capture=SpokenHint(),
         clock=lambda: datetime(2026, 11, 24, 10, 0, tzinfo=UTC),
         queue_state=lambda q: full,
         callbacks=store,
@@ -91,6 +105,11 @@ async def test_offer_accepted_and_declined_in_the_agi_session(
             "router/callback-confirmed",
         )
         assert "callback.accepted" in yes.variables["ROUTER_REASON"]
+        # the caller's wait ended when the router answered with the offer, not when they answered it
+        offered = results[0]
+        assert offered.responded_at is not None and offered.speech_to_route_s is not None
+        assert offered.speech_to_route_s == pytest.approx(offered.responded_at - SPOKE_AT[0], abs=1e-6)
+        assert offered.voice_to_route_s == pytest.approx(offered.speech_to_route_s + 0.55, abs=1e-6)
         (cb,) = store.due(10**10)
         assert (cb.number, cb.queue, cb.motive) == ("+33612345678", "droits", "carte_vitale_perdue")
         no = await run_call(

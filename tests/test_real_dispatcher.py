@@ -232,7 +232,7 @@ class National:
 def call_outcomes(work: Path) -> list[tuple[float, bool]]:
     """Per call, from SIPp's -trace_msg log: (unix time its INVITE was sent, whether it succeeded: answered
     200, then its end acknowledged — a 200 to the caller's BYE, or the node's BYE answered)."""
-    calls: dict[str, dict[str, object]] = {}
+    calls: dict[str, dict[str, float]] = {}
     for log in work.glob("*_messages.log"):
         for block in log.read_text(errors="replace").split("----------------------------------------------- ")[1:]:
             head, _, rest = block.partition("\n")
@@ -248,13 +248,10 @@ def call_outcomes(work: Path) -> list[tuple[float, bool]]:
             if sent and first.startswith("INVITE "):
                 c.setdefault("invite", when)
             elif not sent and first.startswith("SIP/2.0 200") and cseq[1] == "INVITE":
-                c["answered"] = True
-            elif not sent and first.startswith("SIP/2.0 200") and cseq[1] == "BYE":
-                c["ended"] = True
-            elif sent and first.startswith("SIP/2.0 200") and cseq[1] == "BYE":
-                c["ended"] = True
-    return sorted((float(c["invite"]), bool(c.get("answered") and c.get("ended"))) for c in calls.values()
-                  if "invite" in c)  # fmt: skip
+                c["answered"] = 1.0
+            elif first.startswith("SIP/2.0 200") and cseq[1] == "BYE":  # ours acknowledged, or theirs answered
+                c["ended"] = 1.0
+    return sorted((c["invite"], bool(c.get("answered") and c.get("ended"))) for c in calls.values() if "invite" in c)
 
 
 def start_redis(root: Path) -> tuple[subprocess.Popen[bytes], str]:

@@ -101,8 +101,9 @@ class CallResult:
     account: AccountFacts | None = None
     motive: MotiveFacts | None = None
     decision_latency_s: float | None = None
-    speech_to_route_s: float | None = None  # end of speech (endpointer) -> ROUTER_DONE written
+    speech_to_route_s: float | None = None  # end of speech (endpointer) -> ROUTER_DONE written (or the offer)
     voice_to_route_s: float | None = None  # the caller's last voiced audio -> ROUTER_DONE written (what they wait)
+    responded_at: float | None = None  # time.monotonic() the router answered before routing (a callback offer)
     facts: CallFacts | None = None  # what the policy was given (for the audit trail)
     arm: str = "current"  # gradual rollout: which policy decided (current | candidate)
     cohorts: tuple[str, ...] = ()  # policy.cohorts_of the facts (exclusion measured by cohort)
@@ -185,7 +186,7 @@ class CallFlow:
                 result.motive = motive
                 result.transcript = ctx.transcript
                 result.decision = await self._decide(session, policy, caller, e164, motive, account_task, result)
-                done_at = time.monotonic()
+                done_at = result.responded_at or time.monotonic()
                 if ctx.speech_ended_at is not None:
                     result.speech_to_route_s = done_at - ctx.speech_ended_at
                 if ctx.voice_ended_at is not None:
@@ -281,6 +282,9 @@ class CallFlow:
             raise
         result.decision_latency_s = time.perf_counter() - t0
         if decision.action is Action.DISSUADE and decision.callback_offer:
+            # the caller's wait for an answer ends here: the offer is the router's answer (its own dialogue
+            # after it is not turn-taking latency)
+            result.responded_at = time.monotonic()
             decision = await self._offer_callback(session, decision, caller, e164, motive)
         variables = decision.channel_variables()
         if self.handoff is not None:  # the caller's context, for the agent who answers (headers, whisper)
