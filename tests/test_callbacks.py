@@ -61,6 +61,10 @@ def test_retry_then_fail_and_expiry(tmp_path: Path) -> None:
     s.mark_failed(a, "no answer", retry_at=None)
     assert s.count("failed") == 1 and s.get(a).number == ""  # type: ignore[union-attr]
     assert s.expire(older_than=10.0) == 1 and s.count("expired") == 1
+    c = s.add(call_id="3", caller="c-c", number="+33633333333", queue="droits", motive="", now=20.0)
+    assert s.mark_placing(c)
+    s.mark_failed(c, "AMI connection lost", retry_at=50.0, counted=False)  # the PBX was lost, not the caller
+    assert (s.get(c).status, s.get(c).attempts) == ("pending", 0)  # type: ignore[union-attr]
     s.close()
 
 

@@ -217,23 +217,36 @@ async def test_a_callback_is_placed_once_by_the_node_with_a_free_agent(redis_ser
     assert store_a.get(cid).status == "placed"  # type: ignore[union-attr]
 
 
-async def test_a_node_that_dies_while_placing_leaves_the_callback_to_the_others_after_retry_s(
+async def test_a_node_that_dies_while_placing_gives_the_callback_back_to_any_node_without_spending_an_attempt(
     redis_server: str, prefix: str
 ) -> None:
-    """The node's Asterisk dies during the Originate (AMI connection lost): the callback is pending again, for
-    any node, but only ``retry_s`` later (one attempt spent) — the delay issue #22 item 3 still has."""
+    """The node's Asterisk dies during the Originate (AMI connection lost): the callback is pending again
+    ``lost_retry_s`` later (not the 300 s of an unanswered call), the attempt not counted, and another node's
+    placer places it then. A refused Originate (Asterisk alive) still spends an attempt and waits ``retry_s``."""
     from agi_router.callbacks.placer import CallbackPlacer, PlacerConfig
-    from agi_router.exceptions import AMIConnectionError
+    from agi_router.exceptions import AMIActionError, AMIConnectionError
     from agi_router.policy.model import QueueSnapshot
 
     store = _router(redis_server, prefix)
     now = time.time()
     cid = store.add(call_id="a.2", caller="c-def", number=NUMBER, queue="droits", motive="m", now=now)
+    free = lambda q: QueueSnapshot(q, logged_in_agents=1, available_agents=1)  # noqa: E731
+    cfg = PlacerConfig(retry_s=300.0, lost_retry_s=30.0)
     dead = _NodeAMI(fail=AMIConnectionError("AMI connection lost (node killed)"))
-    placer = CallbackPlacer(store, dead, lambda q: QueueSnapshot(q, logged_in_agents=1, available_agents=1),  # type: ignore[arg-type]
-                            lambda now: True, PlacerConfig(retry_s=300.0), clock=lambda: now)  # fmt: skip
+    placer = CallbackPlacer(store, dead, free, lambda now: True, cfg, clock=lambda: now)  # type: ignore[arg-type]
     assert await placer.run_once() == 1
     cb = store.get(cid)
-    assert cb is not None and cb.status == "pending" and cb.attempts == 1
-    assert cb.next_attempt_at == pytest.approx(now + 300.0, abs=1.0)
-    assert store.due(now + 299.0) == [] and [c.id for c in store.due(now + 301.0)] == [cid]
+    assert cb is not None and cb.status == "pending" and cb.attempts == 0
+    assert cb.next_attempt_at == pytest.approx(now + 30.0, abs=1.0)
+    assert store.due(now + 29.0) == []
+    other = _NodeAMI()
+    later = CallbackPlacer(_router(redis_server, prefix), other, free, lambda now: True, cfg,  # type: ignore[arg-type]
+                           clock=lambda: now + 31.0)  # fmt: skip
+    assert await later.run_once() == 1 and other.originated == [f"Local/{NUMBER}@callback-out"]
+    assert store.get(cid).status == "placed"  # type: ignore[union-attr]
+    # Asterisk alive but the Originate refused: an attempt spent, retry_s later
+    cid2 = store.add(call_id="a.3", caller="c-ghi", number=NUMBER, queue="droits", motive="m", now=now)
+    refusing = _NodeAMI(fail=AMIActionError("Originate", "Originate failed"))
+    await CallbackPlacer(store, refusing, free, lambda now: True, cfg, clock=lambda: now).run_once()  # type: ignore[arg-type]
+    cb2 = store.get(cid2)
+    assert cb2 is not None and cb2.attempts == 1 and cb2.next_attempt_at == pytest.approx(now + 300.0, abs=1.0)

@@ -5,6 +5,13 @@ answered): ``Local/<number>@callback-out`` rings the caller; once they answer, t
 ``callback-connect``, which puts them in their skill queue at the callback priority. A refused or
 unanswered attempt is retried ``retry_s`` later, up to ``max_attempts``; callbacks older than
 ``expire_s`` expire. Nothing is placed while AMI is down or the queue data is stale.
+
+Several PBX nodes (issue #22): each router's placer reads its own node's queues and claims callbacks in
+the shared store, so a callback is placed by a node that has a free agent for its skill, once. When the
+AMI connection drops during an Originate (the node died, or the link to it), the attempt does not count
+and the callback is due again ``lost_retry_s`` later, for any node: not at once, because a connection that
+dropped while Asterisk lived may have left the call ringing (a caller rung twice is the lesser harm, a
+promise kept 5 minutes late the greater).
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from ..ami.client import AMIClient
-from ..exceptions import AMIError
+from ..exceptions import AMIConnectionError, AMIError
 from ..policy.model import QueueSnapshot
 from .store import Callback, CallbackRecords
 
@@ -31,6 +38,7 @@ class PlacerConfig:
     interval_s: float = 5.0
     max_attempts: int = 3
     retry_s: float = 300.0
+    lost_retry_s: float = 30.0  # the AMI connection dropped mid-Originate: due again (any node) this much later
     expire_s: float = 4 * 3600.0
     ring_timeout_s: float = 30.0
     priority: int = 5
@@ -130,6 +138,11 @@ class CallbackPlacer:
                 ],
                 timeout=cfg.ring_timeout_s + 10,
             )
+        except AMIConnectionError as exc:
+            self.store.mark_failed(cb.id, str(exc), retry_at=self.clock() + cfg.lost_retry_s, counted=False)
+            log.warning("callback %d (%s): connection to Asterisk lost while placing (%s): due again in %.0f s "
+                        "for any node", cb.id, cb.caller, exc, cfg.lost_retry_s)  # fmt: skip
+            return
         except AMIError as exc:
             attempts = cb.attempts + 1
             retry = self.clock() + cfg.retry_s if attempts < cfg.max_attempts else None

@@ -93,6 +93,7 @@ redis.call('ZREM', ARGV[1] .. 'due', ARGV[2])
 redis.call('ZREM', ARGV[1] .. 'leases', ARGV[2])
 if ARGV[3] == 'pending' then
   redis.call('HSET', key, 'status', 'pending', 'next_attempt_at', ARGV[4], 'last_error', ARGV[5], 'lease_until', 0)
+  if ARGV[7] == '0' then redis.call('HINCRBY', key, 'attempts', -1) end
   redis.call('ZADD', ARGV[1] .. 'due', ARGV[4], ARGV[2])
 else
   redis.call('HSET', key, 'status', ARGV[3], 'last_error', ARGV[5], 'number', '')
@@ -218,15 +219,18 @@ class RedisCallbackStore:
     def mark_placed(self, callback_id: int) -> None:
         self._finish(callback_id, "placed", "", 0.0)
 
-    def mark_failed(self, callback_id: int, error: str, *, retry_at: float | None) -> None:
-        """A failed attempt: back to pending at ``retry_at``, or ``failed`` for good when it is None."""
+    def mark_failed(
+        self, callback_id: int, error: str, *, retry_at: float | None, counted: bool = True
+    ) -> None:
+        """A failed attempt: back to pending at ``retry_at``, or ``failed`` for good when it is None;
+        ``counted=False``: the attempt does not count (the PBX was lost, not the caller)."""
         if retry_at is None:
             self._finish(callback_id, "failed", error, 0.0)
         else:
-            self._finish(callback_id, "pending", error, retry_at)
+            self._finish(callback_id, "pending", error, retry_at, counted)
 
-    def _finish(self, callback_id: int, status: str, error: str, retry_at: float) -> None:
-        args = [self.prefix, callback_id, status, repr(retry_at), error[:200], self.keep_done_ms]
+    def _finish(self, callback_id: int, status: str, error: str, retry_at: float, counted: bool = True) -> None:
+        args = [self.prefix, callback_id, status, repr(retry_at), error[:200], self.keep_done_ms, int(counted)]
         self._call("update a callback", self._finish_script, args=args)
 
     def expire(self, older_than: float) -> int:

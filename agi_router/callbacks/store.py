@@ -72,7 +72,7 @@ class CallbackRecords(Protocol):
     def count(self, status: str) -> int: ...
     def mark_placing(self, callback_id: int, now: float | None = None) -> bool: ...
     def mark_placed(self, callback_id: int) -> None: ...
-    def mark_failed(self, callback_id: int, error: str, *, retry_at: float | None) -> None: ...
+    def mark_failed(self, callback_id: int, error: str, *, retry_at: float | None, counted: bool = True) -> None: ...
     def expire(self, older_than: float) -> int: ...
     def close(self) -> None: ...
 
@@ -175,15 +175,17 @@ class CallbackStore:
     def mark_placed(self, callback_id: int) -> None:
         self._finish(callback_id, "placed", "")
 
-    def mark_failed(self, callback_id: int, error: str, *, retry_at: float | None) -> None:
-        """A failed attempt: back to pending at ``retry_at``, or ``failed`` for good when it is None."""
+    def mark_failed(self, callback_id: int, error: str, *, retry_at: float | None, counted: bool = True) -> None:
+        """A failed attempt: back to pending at ``retry_at``, or ``failed`` for good when it is None;
+        ``counted=False``: the attempt does not count (the PBX was lost, not the caller)."""
         if retry_at is None:
             self._finish(callback_id, "failed", error)
             return
         with self._lock:
             self._db.execute(
-                "UPDATE callbacks SET status='pending', next_attempt_at=?, last_error=? WHERE id=?",
-                (retry_at, error[:200], callback_id),
+                "UPDATE callbacks SET status='pending', next_attempt_at=?, last_error=?, "
+                "attempts=attempts-? WHERE id=?",
+                (retry_at, error[:200], 0 if counted else 1, callback_id),
             )
 
     def expire(self, older_than: float) -> int:
