@@ -200,6 +200,7 @@ def build_router(settings: Settings) -> Router:
     else:
         directory = NoDirectory()
     metrics = RouterMetrics()
+    metrics.node_info.labels(settings.node.name or settings.ami.host).set(1)  # dashboards group routers by node
     if not isinstance(directory, NoDirectory):
         directory = TimedDirectory(directory, metrics, ds.backend)
     memory: CallerMemory

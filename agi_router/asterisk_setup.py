@@ -203,6 +203,44 @@ def install_sip(settings: Settings, etc: Path, etc_as: Path | None = None) -> Se
     return report
 
 
+def node_routers(settings: Settings) -> tuple[str, ...]:
+    """The FastAGI addresses the node's dialplan tries (``[node] routers``; by default this router)."""
+    if settings.node.routers:
+        return settings.node.routers
+    host = settings.agi.host if settings.agi.host not in ("0.0.0.0", "::") else "127.0.0.1"
+    return (f"agi://{host}:{settings.agi.port}/3646",)
+
+
+def install_node(settings: Settings, etc: Path) -> None:
+    """Write this node's addresses into the configuration just copied to ``etc``: the routers (extensions.conf
+    ROUTER_AGI), the AMI port the router connects to (manager.conf), the loopback UDP transport (pjsip.conf)
+    and the RTP range (rtp.conf). With the defaults the files stay as shipped."""
+    node, sp = settings.node, settings.speech
+    if not (sp.rtp_port_end < node.rtp_start or sp.rtp_port_start > node.rtp_end):
+        raise ConfigError(
+            f"[node] rtp_start..rtp_end ({node.rtp_start}-{node.rtp_end}) holds the router's capture ports "
+            f"([speech] rtp_port_start..end {sp.rtp_port_start}-{sp.rtp_port_end}): move one range",
+            file=settings.source,
+        )
+    edits = {
+        "extensions.conf": [(r"^ROUTER_AGI = .*$", "ROUTER_AGI = " + ",".join(node_routers(settings)))],
+        "manager.conf": [(r"^port = \d+$", f"port = {settings.ami.port}")],
+        "pjsip.conf": [(r"^bind = 127\.0\.0\.1:\d+$", f"bind = 127.0.0.1:{node.sip_port}")],
+        "rtp.conf": [
+            (r"^rtpstart = \d+$", f"rtpstart = {node.rtp_start}"),
+            (r"^rtpend = \d+$", f"rtpend = {node.rtp_end}"),
+        ],
+    }
+    for name, subs in edits.items():
+        path = etc / name
+        text = path.read_text()
+        for pattern, value in subs:
+            text, n = re.subn(pattern, value, text, count=1, flags=re.M)
+            if n != 1:
+                raise ConfigError(f"cannot find {pattern!r} to install the node's address", file=str(path))
+        path.write_text(text)
+
+
 def setup_asterisk(
     settings: Settings,
     etc: Path | None,
@@ -227,6 +265,7 @@ def setup_asterisk(
                 target = etc / conf.name
                 shutil.copyfile(conf, target)
                 report.configs.append(target)
+            install_node(settings, etc)
             include = etc / AMI_SECRET_INCLUDE
             _write_private(
                 include,

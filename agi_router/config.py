@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ __all__ = [
     "HandoffSettings",
     "LogSettings",
     "MetricsSettings",
+    "NodeSettings",
     "Settings",
     "SipSettings",
     "SmsSettings",
@@ -31,6 +33,9 @@ __all__ = [
     "is_loopback",
     "load_settings",
 ]
+
+
+_AGI_URL = re.compile(r"agi://[A-Za-z0-9.\[\]:-]+:\d{1,5}/[\w-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +213,18 @@ def is_loopback(host: str) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeSettings:
+    """The PBX node this router serves, as ``agi-router asterisk setup`` installs it (several nodes behind the
+    SIP dispatcher of ``edge/dispatcher.cfg``; one node: the defaults). The AMI port installed is ``[ami] port``."""
+
+    name: str = ""  # this node's name on metrics (agi_router_node_info) and the dashboard; "" = the AMI host
+    routers: tuple[str, ...] = ()  # this node's routers (agi://host:port/3646) for ROUTER_AGI; () = this one
+    sip_port: int = 5060  # the node's loopback UDP transport (SIPp trunk, the dispatcher)
+    rtp_start: int = 10000  # the node's RTP range (rtp.conf): must not hold the router's capture ports
+    rtp_end: int = 20000
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsSettings:
     enabled: bool = True  # GET /metrics (Prometheus) and /healthz
     host: str = "127.0.0.1"
@@ -242,6 +259,7 @@ class Settings:
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
     handoff: HandoffSettings = field(default_factory=HandoffSettings)
     sip: SipSettings = field(default_factory=SipSettings)
+    node: NodeSettings = field(default_factory=NodeSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     log: LogSettings = field(default_factory=LogSettings)
     source: str = "<defaults>"
@@ -445,6 +463,23 @@ def load_settings(path: Path | None = None) -> Settings:
     )
     si.finish()
 
+    no = root.table("node")
+    dn = d.node
+    routers = no.get("routers", list, list(dn.routers), what="a list of agi://host:port/3646 addresses")
+    for url in routers:
+        if not isinstance(url, str) or not _AGI_URL.fullmatch(url):
+            raise no.err("routers", f"{url!r} is not an agi://host:port/3646 address (e.g. agi://10.0.0.11:4573/3646)")
+    node = NodeSettings(
+        name=no.get("name", str, dn.name),
+        routers=tuple(routers),
+        sip_port=no.int_range("sip_port", 1, 65535, dn.sip_port),
+        rtp_start=no.int_range("rtp_start", 1024, 65534, dn.rtp_start),
+        rtp_end=no.int_range("rtp_end", 1025, 65535, dn.rtp_end),
+    )
+    if node.rtp_end <= node.rtp_start:
+        raise no.err("rtp_end", f"must be above rtp_start ({node.rtp_start}), got {node.rtp_end}")
+    no.finish()
+
     me = root.table("metrics")
     metrics = MetricsSettings(
         enabled=me.get("enabled", bool, d.metrics.enabled),
@@ -481,6 +516,7 @@ def load_settings(path: Path | None = None) -> Settings:
         sampling=sampling,
         handoff=handoff,
         sip=sip,
+        node=node,
         metrics=metrics,
         log=logs,
         source=f,

@@ -154,3 +154,33 @@ def test_serve_speaks_its_streamed_prompts_on_first_start(tmp_path: Path) -> Non
     ensure_streamed_prompts(Catalogue.load(FIXTURES / "catalogue-mini.toml"), tmp_path)
     assert sorted(os.listdir(tmp_path / "router")) == ["ask-motive.wav", "not-understood.wav"]
     assert all((tmp_path / f"{p}.wav").stat().st_size > 8000 for p in STREAMED_PROMPTS)
+
+
+def test_setup_installs_a_node_of_several(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """Issue #22: one of several PBX nodes behind the dispatcher gets its own routers, AMI port, loopback SIP
+    port and RTP range from the router's [node] settings; bad values are one-line errors (exit 2)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AGI_ROUTER_AMI_SECRET", raising=False)
+    cfg = tmp_path / "node-b.toml"
+    cfg.write_text(
+        '[ami]\nport = 5039\n[node]\nname = "b"\nsip_port = 5062\nrtp_start = 20002\nrtp_end = 29998\n'
+        'routers = ["agi://127.0.0.1:4574/3646", "agi://10.0.0.12:4573/3646"]\n'
+    )
+    monkeypatch.setenv("AGI_ROUTER_CONFIG", str(cfg))
+    etc = tmp_path / "etc-b"
+    etc.mkdir()
+    assert main(["asterisk", "setup", "--etc", str(etc)]) == 0
+    assert asterisk_section(etc, "manager.conf", "general")["port"] == "5039"
+    assert "ROUTER_AGI = agi://127.0.0.1:4574/3646,agi://10.0.0.12:4573/3646\n" in (etc / "extensions.conf").read_text()
+    assert "bind = 127.0.0.1:5062\n" in (etc / "pjsip.conf").read_text()
+    assert "rtpstart = 20002\nrtpend = 29998" in (etc / "rtp.conf").read_text()
+    for name in ("queues.conf", "features.conf"):
+        assert (etc / name).read_bytes() == (ROOT / "asterisk" / name).read_bytes()
+    capsys.readouterr()
+    for bad, says in (('routers = ["http://x"]', "not an agi://host:port/3646 address"),
+                      ("rtp_start = 30000\nrtp_end = 30500", "holds the router's capture ports")):  # fmt: skip
+        cfg.write_text(f"[node]\n{bad}\n")
+        assert main(["asterisk", "setup", "--etc", str(etc)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert says in err and len(err.splitlines()) == 1, err

@@ -84,6 +84,7 @@ class _Recognizer:
 def full_metrics(tmp_path: Path) -> Iterator[RouterMetrics]:
     """A metrics registry wired to every kind of source, with every labelled family populated once."""
     m = RouterMetrics()
+    m.node_info.labels("node-a").set(1)  # what serve does with [node] name
     ami = AMIClient(AMIConfig())
     queues = QueueModel()
     queues.load_status([Message([("Event", "QueueParams"), ("Queue", "droits")])])
@@ -222,7 +223,8 @@ def test_dashboard_is_generated_and_has_the_rows_ops_need() -> None:
     assert DASHBOARD.read_text() == dashboard.render(), "run: python monitoring/grafana/dashboard.py"
     doc = json.loads(DASHBOARD.read_text())
     rows = [p["title"] for p in doc["panels"] if p["type"] == "row"]
-    assert rows == ["Traffic", "Decisions", "Latency", "Speech", "Queues", "SIP edge", "Callbacks", "Health"]
+    assert rows == ["Traffic", "Decisions", "Latency", "Speech", "Queues", "SIP edge", "PBX nodes", "Callbacks",
+                    "Health"]  # fmt: skip
     ids = [p["id"] for p in doc["panels"]]
     assert len(ids) == len(set(ids))
     for p in doc["panels"]:

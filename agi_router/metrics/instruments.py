@@ -217,6 +217,10 @@ class RouterMetrics:
         self.sms = Counter(p + "sms", "SMS links sent with a deflection, by result", ["result"], registry=r)
         self.info = Gauge(p + "build_info", "The running agi-router (value 1)", ["version"], registry=r)
         self.info.labels(__version__).set(1)
+        self.node_info = Gauge(
+            p + "node_info", "The PBX node this router serves (value 1; [node] name, else its AMI host)", ["node"],
+            registry=r,
+        )  # fmt: skip
         self.started = Gauge(p + "start_time_seconds", "Unix time the router started", registry=r)
         self.started.set(time.time())
         r.register(_ScrapeCollector(self.sources))

@@ -560,6 +560,38 @@ def build() -> dict[str, Any]:
         24,
     )
 
+    lay.row("PBX nodes")
+    by_node = " * on (instance) group_left (node) agi_router_node_info"
+    node_help = "Several Asterisk nodes behind the SIP dispatcher (edge/dispatcher.cfg): each router says its node."
+    lay.add(
+        timeseries(
+            "Calls by node",
+            [(f"sum by (node) (rate(agi_router_calls_total[{RANGE}]){by_node}) * 60", "{{node}}")],
+            "cpm",
+            description=node_help + " A node that stops taking calls while the others go on: the dispatcher "
+            "took it out (DS-DOWN in its log).",
+        ),
+        8,
+    )
+    lay.add(
+        timeseries(
+            "AMI connected by node",
+            [(f"max by (node) (agi_router_ami_up{by_node})", "{{node}}")],
+            "short",
+            description=node_help + " 0: the node's Asterisk is gone or unreachable (alert AgiRouterAMIDown).",
+        ),
+        8,
+    )
+    lay.add(
+        timeseries(
+            "Callers waiting by node",
+            [(f"sum by (node) (max by (node, queue) (agi_router_queue_callers_waiting{by_node}))", "{{node}}")],
+            "short",
+            description=node_help + " Queues are per node: agents are homed on one node (edge/README.md).",
+        ),
+        8,
+    )
+
     lay.row("Callbacks")
     lay.add(stat("Callbacks pending", "sum(agi_router_callbacks_pending)", thresholds=[(0, "green"), (50, "red")]), 6)
     lay.add(
