@@ -196,6 +196,7 @@ def test_no_metric_has_a_per_caller_label(full_metrics: RouterMetrics) -> None:
         "to_queue",
         "event",  # an Asterisk security event's kind (sip/security.py): a closed set
         "service",  # pjsip | ami | other
+        "node",  # the PBX node's name from the settings ([node] name): one per router
         "le",
     }
     for fam in full_metrics.registry.collect():
