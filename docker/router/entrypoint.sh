@@ -16,4 +16,9 @@ agi-router prompts build "$sounds" --only-missing
 if [ -n "${AGI_ROUTER_SIP_EXPORT:-}" ]; then
     agi-router asterisk setup --sip-only --etc "$AGI_ROUTER_SIP_EXPORT" --etc-as /etc/asterisk
 fi
+# a node of several (compose profile "national"): the node's whole Asterisk configuration with its [node]
+# addresses and this router's AMI secret, for that node's Asterisk container to copy at its start
+if [ -n "${AGI_ROUTER_NODE_EXPORT:-}" ]; then
+    agi-router asterisk setup --etc "$AGI_ROUTER_NODE_EXPORT" --etc-as /etc/asterisk
+fi
 exec agi-router serve "$@"
