@@ -15,6 +15,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -109,9 +110,12 @@ def write_config(
     sip_port: int,
     router_data_dir: Path | None = None,
     sip: SipSettings | None = None,
+    node_settings: Path | None = None,
 ) -> AsteriskInstance:
     """``router_data_dir``: install as a user would, with the secret the router generated there (else the
-    harness's fixed test secret, for tests that run the router in-process)."""
+    harness's fixed test secret, for tests that run the router in-process). ``node_settings``: install with
+    ``agi-router asterisk setup`` run on that router settings file, whose ``[node]``/``[ami]`` give the node's
+    addresses (a node of several): nothing patched afterwards, the addresses must agree with the arguments."""
     prefix = binary.resolve().parent.parent
     modules = Path(os.environ.get("AGI_ROUTER_ASTERISK_MODULES", prefix / "lib" / "asterisk" / "modules"))
     installed_data = Path(os.environ.get("AGI_ROUTER_ASTERISK_DATA", prefix / "var" / "lib" / "asterisk"))
@@ -145,11 +149,23 @@ def write_config(
     (etc / "logger.conf").write_text("[general]\n[logfiles]\nmessages => notice,warning,error,verbose\n")
     (etc / "cdr.conf").write_text("[general]\nenable = no\n")
     (etc / "http.conf").write_text("[general]\nenabled = no\n")
-    if router_data_dir is not None:
+    if node_settings is not None:
+        env = {**os.environ, "AGI_ROUTER_CONFIG": str(node_settings)}
+        r = subprocess.run([sys.executable, "-m", "agi_router", "asterisk", "setup", "--etc", str(etc)], env=env,
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+        if r.returncode != 0:
+            raise RuntimeError(f"asterisk setup failed: {r.stderr.strip()}")
+        ext, man = (etc / "extensions.conf").read_text(), (etc / "manager.conf").read_text()
+        if f"ROUTER_AGI = {agi_url}\n" not in ext or f"\nport = {ami_port}\n" not in man:
+            raise RuntimeError(f"{node_settings}: [node]/[agi]/[ami] do not give {agi_url} and AMI port {ami_port}")
+        if f"bind = 127.0.0.1:{sip_port}\n" not in (etc / "pjsip.conf").read_text():
+            raise RuntimeError(f"{node_settings}: [node] sip_port is not {sip_port}")
+    elif router_data_dir is not None:
         install_config(etc, router_data_dir, sip=sip)
+        patch_addresses(etc, agi_url=agi_url, ami_port=ami_port, sip_port=sip_port)
     else:
         install_config(etc, root / "router-var", secret=AMI_SECRET, sip=sip)
-    patch_addresses(etc, agi_url=agi_url, ami_port=ami_port, sip_port=sip_port)
+        patch_addresses(etc, agi_url=agi_url, ami_port=ami_port, sip_port=sip_port)
     (etc / "extensions.conf").write_text((etc / "extensions.conf").read_text() + TEST_CONTEXT)
     return AsteriskInstance(binary, root, ami_port, sip_port, agi_url)
 

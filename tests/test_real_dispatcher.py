@@ -338,14 +338,19 @@ def start_national(root: Path, redis_url: str | None = None, **defines: object) 
                 (var / "sip").mkdir()
                 shutil.copy2(nodes[0].var / "sip" / "accounts.json", var / "sip" / "accounts.json")
             cfg = root / f"router-{name}.toml"
+            sip_port = free_port()
+            rtp = 10000 + 10000 * i  # each node its own RTP range (both on this host)
             cfg.write_text(
                 f'data_dir = "{var}"\npolicy_file = "{policy}"\n[agi]\nport = {agi_port}\n[ami]\nport = {ami_port}\n'
                 f'[metrics]\nport = {metrics_port}\n[speech]\nenabled = false\n[state]\nbackend = "redis"\n'
-                f'redis_url = "{redis_url}"\n'
+                f'redis_url = "{redis_url}"\n[node]\nname = "{name}"\nsip_port = {sip_port}\n'
+                f"rtp_start = {rtp}\nrtp_end = {rtp + 9998}\n"
             )
-            # the node: `asterisk setup` with this node's router (its own AMI secret, its own router list)
+            # the node as a user installs it: `asterisk setup` run with this node's router settings (its [node]
+            # addresses, its own AMI secret, its own router list), nothing patched afterwards
             ast = write_config(Path(BINARY), root / f"ast-{name}", agi_url=f"agi://127.0.0.1:{agi_port}/3646",
-                               ami_port=ami_port, sip_port=free_port(), router_data_dir=var)  # fmt: skip
+                               ami_port=ami_port, sip_port=sip_port, router_data_dir=var,
+                               node_settings=cfg)  # fmt: skip
             ext = ast.root / "etc" / "extensions.conf"
             text = ext.read_text()
             assert SHIPPED_3646 in text, "asterisk/extensions.conf's 3646 entry changed: update this test"
