@@ -39,6 +39,7 @@ class CallerScript:
     # (packet index, seconds): the network holds the packets from that index this long, then releases them
     # in a burst (a congested path), as opposed to the caller falling silent (no packet is missing)
     stalls: dict[int, float] = field(default_factory=dict)
+    varset_after_s: float = 0.0  # a loaded PBX: AMI announces the leg's port this late
 
 
 @dataclass
@@ -97,6 +98,8 @@ class FakePBX:
         target = (m["host"], int(m["port"]))
         received = 0
         try:
+            if script.varset_after_s:
+                await asyncio.sleep(script.varset_after_s)
             await self.ami.broadcast(
                 [
                     ("Event", "VarSet"),

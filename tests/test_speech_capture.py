@@ -113,6 +113,20 @@ async def test_spoken_motive_routes_the_call(rig: Rig) -> None:
     assert rig.recognizer.calls == 1  # the speculative recognition was used
 
 
+async def test_a_leg_port_announced_late_still_gets_the_question_played(rig: Rig) -> None:
+    """Found at 10 calls/s through a real Asterisk (benchmarks/bench_speech_load.py): AMI's VarSet of the leg's
+    port came later than the 1 s wait, and the caller got no question at all, only silence. Now the prompt
+    starts when the port comes, and the caller is heard as before."""
+    utterance = speak(SENTENCE)
+    late = rig.speech.config.peer_timeout + 0.5
+    rig.pbx.rounds = [CallerScript(audio=np.concatenate([utterance, silence(1500)]), start_after_s=1.5,
+                                   varset_after_s=late)]  # fmt: skip
+    ch = await rig.call()
+    assert (ch.variables["ROUTER_MOTIVE"], ch.variables["ROUTER_ACTION"]) == ("attestation_droits", "deflect")
+    assert rig.pbx.prompt_packets[0] > 20  # the question was played (from the late port), then barged in
+    assert rig.speech.rounds[-1].barged_in
+
+
 async def test_not_understood_then_understood(rig: Rig) -> None:
     rig.recognizer.answers = [Recognition(None, 0.2), Recognition("carte_vitale_perdue", 0.8)]
     utterance = np.concatenate([speak("euh c'est pour le truc là"), silence(1200)])

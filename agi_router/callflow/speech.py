@@ -117,7 +117,8 @@ class SpeechConfig:
     attempts: int = 2
     leg_margin_ms: int = 3000  # Dial L() = the round's longest possible length + this (backstop only)
     lease_s: float = 2.0  # the leg hangs itself up this long after the router's last renewal
-    peer_timeout: float = 1.0  # wait for UNICASTRTP_LOCAL_PORT
+    peer_timeout: float = 1.0  # wait for UNICASTRTP_LOCAL_PORT (and the bridge) before listening
+    late_peer_s: float = 3.0  # then the prompt still starts if the port comes this much later (a loaded PBX)
     no_input_ms: int = 5000  # after the prompt
     human_digit: str = "0"  # typed during capture: a person at once
     fallback_budget_s: float = 36.0  # end of the first sentence not understood -> in a queue
@@ -384,9 +385,12 @@ class SpeechCapture:
                 async with asyncio.timeout(cfg.peer_timeout):
                     port = await asyncio.shield(watch.asterisk_port)
                 stream.peer = (cfg.asterisk_host, port)
-            except TimeoutError:
-                log.warning("no UNICASTRTP_LOCAL_PORT for %s within %.1f s", call.call_id, cfg.peer_timeout)
-            if prompt is not None and stream.peer is not None:
+            except TimeoutError:  # a loaded PBX: the prompt starts when the port comes (the caller never waits
+                # in silence for a question that was dropped), and the wait for an answer makes room for it
+                log.warning("no UNICASTRTP_LOCAL_PORT for %s within %.1f s: the prompt starts when it comes",
+                            call.call_id, cfg.peer_timeout)  # fmt: skip
+                prompt_ms += cfg.late_peer_s * 1000 if prompt is not None else 0.0
+            if prompt is not None:
                 play_task = asyncio.create_task(self._play(stream, watch, prompt, barge))
             else:
                 prompt_ms = 0.0
@@ -428,6 +432,17 @@ class SpeechCapture:
         return outcome
 
     async def _play(self, stream: RtpStream, watch: LegWatch, pcm: Pcm, barge: asyncio.Event) -> bool:
+        if stream.peer is None:  # the port came late, or never: no prompt once the caller speaks
+            try:
+                async with asyncio.timeout(self.config.late_peer_s):
+                    port = await asyncio.shield(watch.asterisk_port)
+            except TimeoutError:
+                log.warning("no UNICASTRTP_LOCAL_PORT after %.1f s more: the question is not played",
+                            self.config.late_peer_s)  # fmt: skip
+                return False
+            if barge.is_set():
+                return False
+            stream.peer = (self.config.asterisk_host, port)
         # a frame sent before BridgeEnter is dropped by Asterisk (measured): wait for the bridge
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.config.peer_timeout):
