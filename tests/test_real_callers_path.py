@@ -99,6 +99,7 @@ def _ship(
     policy_file: Path | None = None,
     rtp: int | None = None,
     sip: SipSettings | None = None,
+    rtp_ports: int = 100,
 ) -> Iterator[Shipped]:
     binary = Path(BINARY)
     if not binary.exists():
@@ -116,7 +117,7 @@ def _ship(
     cfg.write_text(
         f'data_dir = "{var}"\npolicy_file = "{policy}"\n'
         f"[agi]\nport = {agi_port}\n[ami]\nport = {ami_port}\n[metrics]\nport = {metrics_port}\n"
-        f'[speech]\nmodel_dir = "{whisper_dir}"\nrtp_port_start = {rtp}\nrtp_port_end = {rtp + 100}\n' + extra
+        f'[speech]\nmodel_dir = "{whisper_dir}"\nrtp_port_start = {rtp}\nrtp_port_end = {rtp + rtp_ports}\n' + extra
     )
     env = {**os.environ, "AGI_ROUTER_CONFIG": str(cfg)}
     for k in ("AGI_ROUTER_AMI_SECRET", "AGI_ROUTER_PSEUDONYM_KEY"):
