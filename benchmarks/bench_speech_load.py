@@ -91,6 +91,8 @@ def one_run(shipped: Any, work: Path, rate: float, seconds: float) -> dict[str, 
     out, err = proc.communicate()
     wall = time.monotonic() - t0
     time.sleep(2)
+    if not (work / "report" / "summary.json").is_file():
+        raise SystemExit(f"loadtest.sipp run exited {proc.returncode} without a report:\n{out[-1500:]}\n{err[-1500:]}")
     summary = json.loads((work / "report" / "summary.json").read_text())
     rows = _audit(shipped.var)[before:]
     wait = [r["voice_to_route_ms"] for r in rows if r.get("voice_to_route_ms") is not None]

@@ -90,8 +90,24 @@ def prepare(out: Path, calls: int, seed: int = 3646) -> dict[str, float]:
     return voices
 
 
+def _die_with_runner() -> None:
+    """In each SIPp child: the kernel kills it when this runner dies, however it dies (a load test killed
+    with SIGKILL must not leave SIPp agents answering calls on the host)."""
+    import ctypes
+    import signal
+
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
 def _sipp(args: list[str], cwd: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(["sipp", *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # stderr to a file, not a pipe: nobody reads it during the run, and a full pipe would block SIPp
+    err = (cwd / "sipp-stderr.log").open("ab")
+    try:
+        return subprocess.Popen(["sipp", *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=err,
+                                preexec_fn=_die_with_runner)  # fmt: skip
+    finally:
+        err.close()
 
 
 def run(
@@ -134,7 +150,7 @@ def run(
             print(f"loadtest: agent{n} could not register: {reg.stderr.strip()[-300:]}", file=sys.stderr)
             return 2
         uas.append(_sipp(["-sf", str(SCENARIOS / "agent.xml"), "-i", "127.0.0.1", "-p", local, "-mp",
-                          str(6100 + 20 * n), "-d", str(int(handling_s * 1000)), "-bg", "-trace_stat",
+                          str(6100 + 20 * n), "-d", str(int(handling_s * 1000)), "-trace_stat",
                           "-trace_counts", "-trace_err", "-nostdin"], traces))  # fmt: skip
     rng = random.Random(calls)
     voices = rng.sample(voices, min(calls, len(voices)))  # a call per voice at least, `calls` in all
@@ -159,9 +175,13 @@ def run(
         except subprocess.TimeoutExpired:
             p.kill()
             rcs.append(-9)
-    subprocess.run(["pkill", "-f", "agent.xml"], check=False)
+    for p in uas:  # our agents only (never pkill: other SIPp runs may share the host)
+        p.terminate()
     for p in uas:
-        p.wait(5)
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            p.kill()
     ok, failed = _totals(voices)
     print(f"SIPp callers: {ok} successful, {failed} failed, exit codes {rcs}; traces under {out}")
     sipp_ok = failed == 0 and all(rc == 0 for rc in rcs)

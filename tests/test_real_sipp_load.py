@@ -78,3 +78,40 @@ def test_sipp_callers_and_agents_through_the_real_pbx(shipped: Shipped, tmp_path
     assert summary["rss_mb"]["last"] > 50 and summary["fds"]["last"] > 5  # the router's own process figures
     for png in ("calls", "concurrent", "failures", "recognizer", "process", "outcomes"):
         assert (tmp_path / "report" / f"{png}.png").stat().st_size > 5000, png
+
+
+def test_a_load_run_killed_leaves_no_sipp_behind(shipped: Shipped, tmp_path: Path) -> None:
+    """The runner killed with SIGKILL mid-run (an operator's kill -9, a CI timeout): its SIPp agents and callers
+    die with it (each asked the kernel for SIGKILL when its parent goes). Before, the agents ran with SIPp's -bg
+    (daemons) and were only stopped by a `pkill -f agent.xml` at the end: a killed run left them answering
+    calls on the host (found when a benchmark was stopped)."""
+    import signal
+
+    _wait_ready(shipped)
+    env = {**os.environ, "AGI_ROUTER_CONFIG": str(shipped.var.parent / "router.toml")}
+    prep = subprocess.run([sys.executable, "-m", "loadtest.sipp", "prepare", str(tmp_path), "--calls", "6"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert prep.returncode == 0, prep.stderr
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loadtest.sipp", "run", str(tmp_path), "--asterisk", f"127.0.0.1:{shipped.ast.sip_port}",
+         "--rate", "1", "--calls", "6", "--agents", "2", "--timeout-s", "120"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    def ours() -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(proc.pid), "sipp"], capture_output=True, text=True).stdout
+        return [int(x) for x in out.split()]
+
+    deadline = time.monotonic() + 60
+    while len(ours()) < 3 and time.monotonic() < deadline:  # 2 agents + at least one caller instance
+        for _ in shipped.ami.messages(0.3):
+            pass
+    children = ours()
+    assert len(children) >= 3, "the run did not start its SIPp agents and callers"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in children):
+        time.sleep(0.05)
+    left = [p for p in children if Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text()]
+    assert not left, f"SIPp processes survived their runner: {left}"
