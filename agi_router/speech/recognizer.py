@@ -39,6 +39,8 @@ import numpy.typing as npt
 
 from agi_router.exceptions import ConfigError
 
+from .load import RecognizerLoad
+
 __all__ = [
     "SAMPLE_RATE",
     "Recognizer",
@@ -265,7 +267,6 @@ class WhisperRecognizer:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="whisper")
         self._closed = False
         from .batching import MicroBatcher
-        from .capacity import RecognizerLoad
 
         self.batch = batch
         self.load = RecognizerLoad(workers, batch)
