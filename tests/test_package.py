@@ -77,3 +77,22 @@ def test_no_import_circle_in_the_package() -> None:
             visit(m)
     assert len(modules) > 80 and sum(map(len, graph.values())) > 150  # the walk saw the package's imports
     assert not circles, "import circles: " + "; ".join(" -> ".join(c) for c in circles)
+
+
+def test_helper_scripts_outside_the_environment_say_what_to_run(tmp_path: Path) -> None:
+    """``loadtest/run`` and ``python -m loadtest.sipp`` with a Python that lacks the project's environment:
+    one line saying what to run, exit 2, never a ModuleNotFoundError traceback."""
+    import shutil
+    import subprocess
+
+    system = shutil.which("python3", path="/usr/bin:/bin")
+    if system is None or subprocess.run([system, "-c", "import numpy"], capture_output=True).returncode == 0:
+        import pytest
+
+        pytest.skip("needs a system python3 without the project's dependencies")
+    shutil.copytree(PACKAGE.parent / "loadtest", tmp_path / "loadtest")  # a checkout without .venv
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    for cmd in ([str(tmp_path / "loadtest" / "run"), "--help"], [system, "-m", "loadtest.sipp", "--help"]):
+        r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and "bootstrap.sh test" in r.stderr, (cmd, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
