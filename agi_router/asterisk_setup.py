@@ -60,16 +60,17 @@ _SAFE_SECRET = re.compile(r"^[A-Za-z0-9._~+/=@%^-]{12,128}$")
 
 
 def asterisk_conf_dir() -> Path:
-    """The project's ``asterisk/`` folder: ``$AGI_ROUTER_ASTERISK_CONF`` (an installed image copies it there),
-    else the checkout the router runs from (``pip install -e``)."""
+    """The Asterisk configuration setup installs: ``$AGI_ROUTER_ASTERISK_CONF`` if set (your own copy), else
+    the package's (``agi_router/data/asterisk``: the repository's ``asterisk/`` folder, shipped in the wheel)."""
     env = os.environ.get("AGI_ROUTER_ASTERISK_CONF", "")
-    folder = Path(env) if env else Path(__file__).resolve().parent.parent / "asterisk"
+    folder = Path(env) if env else Path(__file__).resolve().parent / "data" / "asterisk"
     if not (folder / "manager.conf").exists():
         raise ConfigError(
-            "the project's asterisk/ folder is missing: run from the repository checkout, or point "
-            "$AGI_ROUTER_ASTERISK_CONF at a copy of it",
+            "the Asterisk configuration to install is missing (no manager.conf): "
+            + ("point $AGI_ROUTER_ASTERISK_CONF at a copy of the project's asterisk/ folder" if env
+               else "reinstall agi-router (its package data holds it)"),
             file=str(folder),
-        )
+        )  # fmt: skip
     return folder
 
 
