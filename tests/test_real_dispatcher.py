@@ -164,6 +164,14 @@ class National:
     redis: subprocess.Popen[bytes] | None
     env: dict[str, str]
     sipps: list[Sipp] = field(default_factory=list)
+    metrics_port: int = 0  # the dispatcher's Prometheus endpoint (METRICS_LISTEN)
+
+    def node_up(self, uri: str) -> float | None:
+        """kamailio_ds_node_up{node=uri} from the dispatcher's /metrics (None: not set yet)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=3) as r:
+            text = r.read().decode()
+        m = re.search(rf'^kamailio_ds_node_up\{{node="{re.escape(uri)}"\}} (\S+)', text, re.M)
+        return float(m.group(1)) if m else None
 
     @property
     def ctl(self) -> str:
@@ -372,6 +380,8 @@ def start_national(root: Path, redis_url: str | None = None, **defines: object) 
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
             start(ast, timeout=60)
             node.connect_ami()
+        national.metrics_port = free_port()
+        defines.setdefault("METRICS_LISTEN", f"tcp:127.0.0.1:{national.metrics_port}")
         national.dispatcher = start_dispatcher(root, nodes, {"agent1": HOME_OF_AGENT1}, **defines)
         deadline = time.monotonic() + 90
         while not all(_healthy(n.metrics_port) for n in nodes):
@@ -508,6 +518,8 @@ def test_node_killed_mid_burst_then_rejoins(national: National, tmp_path: Path) 
     assert after and all(after), "a call placed after detection failed"
     assert all(t <= detected_wall for t in lost), "a call placed after detection was lost"
     assert all(r["Done"] == "1" for r in routes_b)
+    if probe_down is not None:  # ops see it: the gauge the alert AgiRouterPbxNodeDown reads
+        assert national.node_up(a.uri) == 0.0
 
     # node A restarted: re-admitted by the probes, then it takes calls again
     restart_mono = time.monotonic()
@@ -515,6 +527,7 @@ def test_node_killed_mid_burst_then_rejoins(national: National, tmp_path: Path) 
     booted = time.monotonic()
     up = national.wait_log(rf"DS-UP node={node_a}\b", restart_mono, 30)
     assert up is not None, "node A was not re-admitted within 30 s"
+    assert national.node_up(a.uri) == 1.0
     print(f"node A restarted: booted in {booted - restart_mono:.2f} s, re-admitted {up - restart_mono:.2f} s after "
           f"the restart ({up - booted:+.2f} s from fully booted)")  # fmt: skip
     since = time.monotonic()
