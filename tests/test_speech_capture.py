@@ -300,6 +300,24 @@ async def test_a_saturated_recogniser_sends_callers_to_the_menu_at_once(rig: Rig
     assert len(rig.pbx.legs) == 1 and ch.variables["ROUTER_MOTIVE"] == "attestation_droits"
 
 
+async def test_an_idle_recogniser_is_never_refused_whatever_its_average_says(rig: Rig) -> None:
+    """Found at 10 calls/s through a real Asterisk: after a burst the decode-time average stayed at 1.51 s (over
+    the 1.5 s budget) with nothing in flight, and since only decodes update it, every later caller was sent to
+    the DTMF menu for good. Nothing waiting: the round starts (and its decode refreshes the average)."""
+    from agi_router.speech.capacity import RecognizerLoad
+
+    load = RecognizerLoad(2, inflight=0, decode_s=1.6)
+    rig.recognizer.expected_s = load.expected_s  # type: ignore[attr-defined]
+    rig.recognizer.busy = lambda: load.inflight > 0  # type: ignore[attr-defined]
+    rig.pbx.rounds = [CallerScript(audio=np.concatenate([speak(SENTENCE), silence(1500)]))]
+    ch = await rig.call()
+    assert len(rig.pbx.legs) == 1 and ch.variables["ROUTER_MOTIVE"] == "attestation_droits"
+    assert rig.speech.totals.admission_refused == 0
+    load.inflight = 1  # one waiting and 2 x 1.6 s ahead of the next: refused, as before
+    ch = await rig.call(uniqueid="2", dtmf=["3", "1"])
+    assert rig.speech.totals.admission_refused == 1 and len(rig.pbx.legs) == 1
+
+
 def test_recognizer_load_estimate() -> None:
     from agi_router.speech.capacity import RecognizerLoad
 

@@ -19,7 +19,9 @@ closed and the dialplan takes its human route: the caller hears at most ``lease_
 (Dial's own ``L()`` only covers the ~2 ms before the leg has a name).
 
 No input or not understood -> re-prompt (``attempts``), if it fits in the fallback budget (see
-``capture.py``); the human digit (``0``) typed or a request for a person said -> a person; another
+``capture.py``); out of scope (the understander's ``out_of_scope`` level: nothing this line handles) -> the
+caller hears what the line is for and is asked once more (even after the last attempt), and a second
+out-of-scope answer goes to a person; the human digit (``0``) typed or a request for a person said -> a person; another
 digit (AMI ``DTMFEnd``) -> the DTMF menu, with the digit already typed; AMI down, no free port,
 anything odd -> ``None`` and the next capture source (the DTMF menu) runs. A caller is never left
 in silence by this module.
@@ -126,6 +128,7 @@ class SpeechConfig:
     endpointer: EndpointerConfig = field(default_factory=EndpointerConfig)
     prompt_file: str = "router/ask-motive"  # STREAM FILE fallback when no PCM is loaded
     reprompt_file: str = "router/not-understood"
+    out_of_scope_file: str = "router/out-of-scope"  # what the line is for, then asked once more
     confirm: bool = True  # a plausible but unsure motive: "Vous appelez pour X ?" instead of re-asking
     confirm_attempts: int = 2  # the question, then once more after silence or an answer not understood
     confirm_no_input_ms: int = 3000  # after the question
@@ -168,6 +171,8 @@ class RoundOutcome:
             kind = f"confirm_{r.reply}" if r is not None and r.reply in ("yes", "no") else "no_match"
         elif r is not None and r.understanding is not None and r.understanding.level == "confirm":
             kind = "to_confirm"
+        elif r is not None and r.understanding is not None and r.understanding.level == "out_of_scope":
+            kind = "out_of_scope"
         elif r is not None and r.motive_id:
             kind = "recognised"
         elif r is not None:
@@ -209,6 +214,7 @@ class SpeechCapture:
         reprompt: Pcm | None = None,
         confirm_prompt: Callable[[str], Pcm | None] | None = None,
         sampler: Sampler | None = None,
+        out_of_scope: Pcm | None = None,
     ) -> None:
         self.legs = legs
         self.ports = ports
@@ -216,6 +222,7 @@ class SpeechCapture:
         self.config = config or SpeechConfig()
         self.prompt = prompt
         self.reprompt = reprompt
+        self.out_of_scope = out_of_scope  # "Ce service répond aux questions sur l'assurance maladie : ..."
         #: motive id -> "Vous appelez pour X ? ..." as 8 kHz PCM, or None (no question for it: re-ask)
         self.confirm_prompt = confirm_prompt or (lambda _motive: None)
         self.sampler = sampler
@@ -227,17 +234,22 @@ class SpeechCapture:
         cfg = self.config
         if self.sampler is not None and call.sample is None:
             call.sample = await self.sampler.decide(session)
-        for attempt in range(cfg.attempts):
+        attempts = cfg.attempts
+        out_of_scope = 0  # answers about nothing this line handles
+        last_out_of_scope = False
+        attempt = 0
+        while attempt < attempts:
             if not self.legs.available:
                 log.info("speech capture skipped for %s: AMI not connected", call.call_id)
                 return None
-            if attempt > 0 and not call.fits(self._round_min_s(reprompt=True)):
+            told = last_out_of_scope  # the last answer was out of scope: say what the line is for
+            if attempt > 0 and not call.fits(self._round_min_s(reprompt=True, out_of_scope=told)):
                 log.info("no re-prompt for %s: it would overrun the time to a person", call.call_id)
                 return None
             if not self._admitted(call):
                 return None
             try:
-                outcome = await self._round(session, call, reprompt=attempt > 0)
+                outcome = await self._round(session, call, reprompt=attempt > 0, out_of_scope=told)
             except MediaError as exc:
                 log.warning("speech capture unavailable for %s: %s", call.call_id, exc)
                 return None
@@ -261,6 +273,17 @@ class SpeechCapture:
             # not understood, or nothing said: the clock to a person starts at the end of that sentence
             call.start_fallback(cfg.fallback_budget_s, outcome.speech_end_at)
             u = r.understanding if r is not None else None
+            attempt += 1
+            last_out_of_scope = u is not None and u.level == "out_of_scope"
+            if last_out_of_scope:
+                out_of_scope += 1
+                if out_of_scope >= 2:  # twice about something else: a person explains, never a hang-up
+                    log.info("%s out of scope twice: a person", call.call_id)
+                    call.failed()
+                    call.ended_speaking(outcome.speech_end_at, outcome.endpoint_delay_s)
+                    heard = u.best if u is not None else None
+                    return MotiveFacts(None, 0.0, "speech", heard=heard, level="out_of_scope")
+                attempts = max(attempts, attempt + 1)  # told what the line is for, then asked once more
             if u is not None and u.level == "confirm" and u.motive_id and cfg.confirm:
                 try:
                     confirmed = await self._confirm(session, call, u)
@@ -324,6 +347,12 @@ class SpeechCapture:
         expected = getattr(self.recognizer, "expected_s", None)
         if expected is None:
             return True
+        busy = getattr(self.recognizer, "busy", None)
+        if busy is not None and not busy():
+            # nothing waits: refusing would only lock speech out, since the decode-time average that says
+            # "too slow" is updated by decodes (found at 10 calls/s: after the burst, every caller was refused
+            # for good with nothing in flight, the average stuck at 1.51 s against the 1.5 s budget)
+            return True
         wait = float(expected())
         if wait <= self.config.admit_wait_s:
             return True
@@ -347,22 +376,34 @@ class SpeechCapture:
                 call.samples.append(sid)  # labelled by the agent's correction, if any (handoff/correction.py)
         outcome.audio = None  # not kept in memory past the round
 
-    def _round_min_s(self, *, reprompt: bool) -> float:
+    def _round_min_s(self, *, reprompt: bool, out_of_scope: bool = False) -> float:
         """The shortest a round can take: its prompt, then the no-input wait."""
-        pcm = self.reprompt if reprompt else self.prompt
+        pcm = self.out_of_scope if out_of_scope else self.reprompt if reprompt else self.prompt
         return (len(pcm) / 8000 if pcm is not None else 5.0) + self.config.no_input_ms / 1000
 
     # -- one round ----------------------------------------------------------------------------------
 
     async def _round(
-        self, session: AGISession, call: CallContext, *, reprompt: bool = False, question: Pcm | None = None
+        self,
+        session: AGISession,
+        call: CallContext,
+        *,
+        reprompt: bool = False,
+        question: Pcm | None = None,
+        out_of_scope: bool = False,
     ) -> RoundOutcome:
         cfg = self.config
-        prompt = question if question is not None else self.reprompt if reprompt else self.prompt
+        if question is not None:
+            prompt: Pcm | None = question
+        elif out_of_scope:
+            prompt = self.out_of_scope
+        else:
+            prompt = self.reprompt if reprompt else self.prompt
         no_input_ms = cfg.confirm_no_input_ms if question is not None else cfg.no_input_ms
         if prompt is None:
             # no PCM to stream: play it the classic way first (no barge-in then)
-            await session.stream_file(cfg.reprompt_file if reprompt else cfg.prompt_file)
+            fallback = cfg.out_of_scope_file if out_of_scope else cfg.reprompt_file if reprompt else cfg.prompt_file
+            await session.stream_file(fallback)
         stream = await open_rtp_stream(
             self.ports,
             cfg.bind_host,

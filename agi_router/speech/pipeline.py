@@ -52,6 +52,11 @@ class TranscribeThenUnderstand:
         load = getattr(self.recognizer, "load", None)
         return float(load.expected_s()) if load is not None else 0.0
 
+    def busy(self) -> bool:
+        """Whether an utterance is being decoded or waits for a decoder (False when the recogniser does not say)."""
+        load = getattr(self.recognizer, "load", None)
+        return bool(load.inflight) if load is not None else False
+
     def close(self) -> None:
         close = getattr(self.recognizer, "close", None)
         if close is not None:
