@@ -416,6 +416,7 @@ def build_speech(settings: Settings, catalogue: Catalogue, ami: AMIClient | None
         reprompt=reprompt,
         confirm_prompt=confirm.pcm,
         sampler=build_sampler(settings),
+        out_of_scope=_load_prompt(sounds / "router" / "out-of-scope.wav"),
     )
 
 
@@ -570,7 +571,7 @@ def menu_capture(settings: Settings, catalogue: Catalogue) -> DTMFMenuCapture:
     return DTMFMenuCapture(catalogue, menu, PromptLengths(settings.path(Path(settings.speech.sounds_dir))).seconds)
 
 
-STREAMED_PROMPTS = ("router/ask-motive", "router/not-understood")
+STREAMED_PROMPTS = ("router/ask-motive", "router/not-understood", "router/out-of-scope")
 
 
 def ensure_streamed_prompts(catalogue: Catalogue, sounds: Path) -> None:

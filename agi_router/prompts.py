@@ -53,6 +53,11 @@ FIXED_PROMPTS: dict[str, str] = {
     ),
     "router/ask-motive": "Bienvenue à l'Assurance Maladie. En quelques mots, dites la raison de votre appel.",
     "router/not-understood": "Je n'ai pas compris. Redites-le en quelques mots, ou dites conseiller.",
+    # the caller spoke of something this line does not handle (motives/understanding.py, out_of_scope)
+    "router/out-of-scope": (
+        "Ce service répond aux questions sur l'assurance maladie : remboursements, arrêts de travail, "
+        "carte Vitale, droits... Dites en quelques mots la raison de votre appel, ou dites conseiller."
+    ),
     "router/deflect-intro": (
         "Bonjour. Votre demande peut être faite directement en ligne, dans votre compte ameli, "
         "sur le site ou sur l'application."

@@ -9,6 +9,10 @@
   defaults (``[understanding]`` in settings), and the tune set's best;
 * the spread is a bootstrap over held-out sentences (95 % interval of each share).
 
+Issue #23 adds: the targets (right queue first time, wrong deflections, out-of-scope not routed, several
+requests caught, several-requests on single-motive sentences) with bootstrap intervals, and the reliability
+table of the classifier's top probability on held-out (expected calibration error).
+
 Writes ``benchmarks/results/understanding.json`` and prints markdown.
 """
 
@@ -25,8 +29,16 @@ from machine import machine_info  # benchmarks/machine.py
 from agi_router.config import Settings
 from agi_router.motives.catalogue import Catalogue
 from agi_router.motives.classifier import MotiveClassifier, RejectRule, load_out_of_scope
-from agi_router.motives.evaluation import OUTCOMES, Item, Report, evaluate, load_items, search_thresholds
-from agi_router.motives.understanding import Thresholds, Understander
+from agi_router.motives.evaluation import (
+    OUTCOMES,
+    Item,
+    Report,
+    calibration,
+    evaluate,
+    load_items,
+    search_thresholds,
+)
+from agi_router.motives.understanding import Level, Thresholds, Understander
 from agi_router.policy.config import load_policy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +52,56 @@ def interval(report: Report, outcome: str, kind: str | None, n: int, seed: int =
     rng = random.Random(seed)
     shares = sorted(sum(1 for _ in range(len(rows)) if rng.choice(rows) == outcome) / len(rows) for _ in range(n))
     return shares[int(0.025 * n)], shares[int(0.975 * n) - 1]
+
+
+TARGETS = {  # name -> (kind of item, outcomes that count, the bound, "min" or "max")
+    "right queue first time": ("motive", ("motive_right", "queue_right"), 0.85, "min"),
+    "out-of-scope not routed": ("out_of_scope", ("oos_rejected",), 0.85, "min"),
+    "several requests caught": ("several", ("several_caught",), 0.75, "min"),
+    "several on single-motive": ("motive", ("__several__",), 0.02, "max"),
+}
+
+
+def targets(report: Report, boot: int, seed: int = 7) -> dict[str, dict[str, float | int | bool]]:
+    """Each target's share with a 95 % bootstrap interval over the sentences of its kind, and the wrong
+    deflections (a count over every sentence)."""
+    out: dict[str, dict[str, float | int | bool]] = {}
+    for name, (kind, outcomes, bound, how) in TARGETS.items():
+        rows = [
+            (u.level is Level.SEVERAL) if outcomes == ("__several__",) else (o in outcomes)
+            for it, u, o in report.examples
+            if it.kind == kind
+        ]
+        share = sum(rows) / len(rows) if rows else 0.0
+        rng = random.Random(seed)
+        shares = sorted(sum(rng.choice(rows) for _ in rows) / len(rows) for _ in range(boot)) if rows else [0.0]
+        lo, hi = shares[int(0.025 * len(shares))], shares[max(0, int(0.975 * len(shares)) - 1)]
+        met = share >= bound if how == "min" else share <= bound
+        out[name] = {
+            "share": round(share, 4),
+            "lo": round(lo, 4),
+            "hi": round(hi, 4),
+            "n": len(rows),
+            "bound": bound,
+            "met": met,
+        }
+    wrong = report.outcomes["deflected_wrongly"]
+    out["wrong deflections"] = {"share": wrong, "n": report.n, "bound": 0, "met": wrong == 0}
+    return out
+
+
+def targets_md(t: dict[str, dict[str, float | int | bool]]) -> str:
+    lines = ["| target | measured (95 % bootstrap) | bound | met |", "|---|---|---|---|"]
+    for name, v in t.items():
+        if name == "wrong deflections":
+            lines.append(f"| {name} | {v['share']} of {v['n']} | 0 | {'yes' if v['met'] else 'NO'} |")
+        else:
+            bound = f"{'>=' if name != 'several on single-motive' else '<='} {100 * float(v['bound']):.0f} %"
+            lines.append(
+                f"| {name} | {100 * float(v['share']):.1f} % ({100 * float(v['lo']):.1f}-{100 * float(v['hi']):.1f}),"
+                f" n={v['n']} | {bound} | {'yes' if v['met'] else 'NO'} |"
+            )
+    return "\n".join(lines)
 
 
 def row(name: str, r: Report, boot: int) -> str:
@@ -73,8 +135,7 @@ def main() -> int:
     tune_all = [
         *tune,
         *(Item("motive", (m.id,), t) for m in cat if m.kind == "normal" for t in m.held_out),
-        *(Item("out_of_scope", (), t) for t in load_out_of_scope()[0]),
-    ]
+    ]  # (the out-of-scope [tune] sentences train the out-of-scope class: not reused to choose thresholds)
     rules = [classifier.reject, *(RejectRule(c, 0.0) for c in (0.86, 0.9, 0.94, 0.97))]
     ranked = search_thresholds(tune_all, cat, classifier, deflectable, motive_rules=rules)
     best = ranked[0].thresholds
@@ -127,13 +188,39 @@ def main() -> int:
             f"cost {r.cost:.3f}"
         )
     r = evaluate(held, Understander(cat, classifier, shipped), deflectable)
+    t = targets(r, args.bootstrap)
+    print("\ntargets on held-out (shipped defaults, perfect transcripts):\n" + targets_md(t))
+    table, ece = calibration(held, classifier)
+    _, ece_tune = calibration(tune_all, classifier)
+    print(
+        f"\nreliability of the top motive probability on held-out (temperature {classifier.temperature:.4f}, "
+        f"k-fold CV on the catalogue): ECE {ece:.3f} (tune set {ece_tune:.3f})\n"
+        "| confidence bin | sentences | mean confidence | observed accuracy |\n|---|---|---|---|"
+    )
+    for b in table:
+        print(f"| {b['bin']} | {b['n']} | {b['confidence']:.3f} | {b['accuracy']:.3f} |")
     print("\nheld-out errors with the shipped defaults:")
     for item, und, o in r.examples:
         if o in ("misrouted", "deflected_wrongly"):
             print(f"  {o:18} {item.kind:12} {'+'.join(item.expected) or '-':45} -> {und.level.value} {und.motive_id}")
             print(f"      {item.text}")
     out = ROOT / "benchmarks" / "results" / "understanding.json"
-    out.write_text(json.dumps({"outcomes": OUTCOMES, "results": results}, indent=1))
+    out.write_text(
+        json.dumps(
+            {
+                "outcomes": OUTCOMES,
+                "results": results,
+                "targets_heldout": t,
+                "calibration": {
+                    "temperature": classifier.temperature,
+                    "ece_heldout": round(ece, 4),
+                    "ece_tune": round(ece_tune, 4),
+                    "reliability_heldout": table,
+                },
+            },
+            indent=1,
+        )
+    )
     return 0
 
 

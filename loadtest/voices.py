@@ -1,6 +1,7 @@
 """What the load test's callers say: sentences whose recognition does not depend on where the frame grid falls.
 
     python -m loadtest.voices measure [--shifts -40,-30,...,40]   rewrites loadtest/voices.json
+    python -m loadtest.voices rejudge                               the stored transcripts, today's understander
     python -m loadtest.voices show                                  the measured set, one line per voice
 
 A load test that speaks synthetic sentences measures the synthesiser as much as the router: Whisper's output
@@ -230,6 +231,31 @@ def measure(shifts: Sequence[int] = SHIFTS_MS, out: Path = MANIFEST) -> dict[str
     return manifest
 
 
+def rejudge(out: Path = MANIFEST) -> dict[str, Any]:
+    """Apply today's understander to the transcripts ``measure`` stored (what each voice was heard as at each
+    shift): after a change to the understander only, no need to decode everything again (the endpointer
+    and the recogniser are deterministic for the same audio; a change to them needs ``measure``)."""
+    from agi_router.app import build_understander
+    from agi_router.config import Settings
+    from agi_router.motives.catalogue import Catalogue
+
+    understander = build_understander(Settings(), Catalogue.load())
+    data = json.loads(out.read_text())
+    for meta in data["voices"]:
+        u = understander.understand(meta["text"])
+        meta["expected"] = _decision(u) if u.level.value in ROUTED else u.level.value
+        meta["queue"] = u.queue or ""
+        for shot in meta["by_shift"].values():
+            if shot["decision"] != "no_speech":
+                h = understander.understand(shot["heard"])
+                shot["decision"] = _decision(h) if h.level.value in ROUTED else h.level.value
+        decisions = {v["decision"] for v in meta["by_shift"].values()}
+        meta["stable"] = meta["expected"].split(":")[0] in ROUTED and decisions == {meta["expected"]}
+        meta["right_shifts"] = sum(v["decision"] == meta["expected"] for v in meta["by_shift"].values())
+    out.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    return data
+
+
 def stable_voices(manifest: Path = MANIFEST, warn: bool = True) -> list[Voice]:
     """The voices measured stable, spoken again (espeak-ng is deterministic for one build) or read from
     Debian's package; [] without espeak-ng / the package. Warns once if espeak-ng is not the measured build."""
@@ -267,6 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("measure", help="hear every candidate at every shift; rewrite loadtest/voices.json")
     m.add_argument("--shifts", default=",".join(map(str, SHIFTS_MS)), help="ms, comma-separated")
+    sub.add_parser("rejudge", help="today's understander on the stored transcripts (after an understander change)")
     sub.add_parser("show", help="the measured set")
     a = ap.parse_args(argv)
     if a.cmd == "measure":
@@ -279,6 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"loadtest: --shifts must be >= -{LEAD_MS} ms", file=sys.stderr)
             return 2
         data = measure(shifts)
+    elif a.cmd == "rejudge":
+        data = rejudge()
     else:
         data = json.loads(MANIFEST.read_text())
         for v in data["voices"]:

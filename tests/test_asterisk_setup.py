@@ -147,12 +147,12 @@ def test_prompts_are_installed_where_both_read_them(tmp_path: Path, monkeypatch:
 
 @needs_tts
 def test_serve_speaks_its_streamed_prompts_on_first_start(tmp_path: Path) -> None:
-    """Live audio out of the box: the two prompts the router streams itself are spoken if missing."""
+    """Live audio out of the box: the prompts the router streams itself are spoken if missing."""
     from agi_router.app import STREAMED_PROMPTS, ensure_streamed_prompts
     from agi_router.motives.catalogue import Catalogue
 
     ensure_streamed_prompts(Catalogue.load(FIXTURES / "catalogue-mini.toml"), tmp_path)
-    assert sorted(os.listdir(tmp_path / "router")) == ["ask-motive.wav", "not-understood.wav"]
+    assert sorted(os.listdir(tmp_path / "router")) == ["ask-motive.wav", "not-understood.wav", "out-of-scope.wav"]
     assert all((tmp_path / f"{p}.wav").stat().st_size > 8000 for p in STREAMED_PROMPTS)
 
 

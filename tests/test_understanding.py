@@ -95,7 +95,7 @@ def test_person_is_checked_first(understander: Understander) -> None:
 
 def test_confirm_and_reject_give_no_facts_until_confirmed(understander: Understander) -> None:
     u = understander.understand("bla")
-    assert u.level in (Level.REJECT, Level.CONFIRM) and u.facts() is None
+    assert u.level in (Level.REJECT, Level.CONFIRM, Level.OUT_OF_SCOPE) and u.facts() is None
     if u.level is Level.CONFIRM:
         f = u.facts(confirmed=True)
         assert f is not None and f.confidence == 1.0 and f.level == "confirmed"
@@ -141,8 +141,8 @@ def test_several_requests_on_held_out_sentences(catalogue: Catalogue, understand
     r = evaluate(several + single, understander, frozenset())
     caught = r.by_kind["several"]["several_caught"] / len(several)
     split_wrongly = sum(1 for it, u, _ in r.examples if it.kind == "motive" and u.level is Level.SEVERAL)
-    assert caught >= 0.5, caught  # 72 % when measured (57-85 % bootstrap)
-    assert split_wrongly / len(single) <= 0.1, split_wrongly
+    assert caught >= 0.5, caught  # 67.5 % when measured (52.5-82.5 % bootstrap)
+    assert split_wrongly / len(single) <= 0.1, split_wrongly  # 6.7 % when measured (3.0-10.9 %)
 
 
 def test_multi_route_human_when_configured(catalogue: Catalogue, policy: Policy) -> None:
@@ -159,6 +159,116 @@ def test_multi_urgency_names_known_skills(catalogue: Catalogue) -> None:
     text = (ROOT / "agi_router/data/policy-3646-2024.toml").read_text().replace('"risques_pro",', '"risques",')
     with pytest.raises(PolicyError, match=r"multi.urgency\[1\]"):
         parse_policy(text, catalogue=catalogue)
+
+
+# ------------------------------------------------------------------------------------------ out of scope (#23)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "je voudrais commander des fleurs pour un mariage",  # none of these is a training sentence
+        "mon abonnement à la salle de sport",
+        "bla",
+    ],
+)
+def test_out_of_scope_is_an_answer(understander: Understander, text: str) -> None:
+    u = understander.understand(text)
+    assert u.level is Level.OUT_OF_SCOPE and u.motive_id is None and u.facts() is None
+    assert u.as_json()["level"] == "out_of_scope" and 0.0 <= u.similarity <= 1.0
+
+
+def test_in_scope_sentences_are_not_out_of_scope(understander: Understander) -> None:
+    for text in ("j'ai perdu ma carte vitale", "mes indemnités journalières ne sont pas payées"):
+        assert understander.understand(text).level in (Level.DEFLECTABLE, Level.QUEUE)
+
+
+def test_out_of_scope_decided_by_evidence_not_softmax(catalogue: Catalogue, classifier: MotiveClassifier) -> None:
+    """Softmax sums to 1 whatever the words; the raw similarity floor does not: with the out-of-scope class
+    and margin switched off, words no motive was trained on still never reach a queue."""
+    off = Thresholds(out_of_scope_probability=1.01, out_of_scope_margin=9.0, min_similarity=0.0)
+    floor = Thresholds(out_of_scope_probability=1.01, out_of_scope_margin=9.0)
+    text = "xylophone zèbre kangourou"
+    assert Understander(catalogue, classifier, floor).understand(text).level is Level.OUT_OF_SCOPE
+    assert Understander(catalogue, classifier, off).understand(text).level is not Level.OUT_OF_SCOPE
+
+
+def test_held_out_out_of_scope_not_routed(catalogue: Catalogue, understander: Understander, policy: Policy) -> None:
+    """Never tuned on: out-of-scope callers are not routed to a skill queue (85 % measured, 75-95 %)."""
+    items = [i for i in load_items(DATA / "understanding_heldout.tsv", catalogue) if i.kind == "out_of_scope"]
+    r = evaluate(items, understander, frozenset(policy.deflect_motives))
+    assert r.share("oos_rejected", "out_of_scope") >= 0.75, r.rows()
+
+
+# ------------------------------------------------------------------------------------------ catch-alls (#23)
+
+
+def test_catch_alls_are_never_deflected(catalogue: Catalogue, understander: Understander) -> None:
+    """Even on their own training sentences (probability ~1), ``<skill>.autre`` routes at the queue level."""
+    texts = [t for m in catalogue if m.id.endswith(".autre") for t in (m.label, *m.examples)]
+    heard = understander.understand_many(texts)
+    assert not [u for u in heard if u.level is Level.DEFLECTABLE and (u.motive_id or "").endswith(".autre")]
+    sure_catch_all = [u for u in heard if (u.best or "").endswith(".autre") and u.best_confidence >= 0.9]
+    assert sure_catch_all and all(u.level is Level.QUEUE for u in sure_catch_all)
+
+
+def test_a_catch_all_is_never_a_part_by_itself(understander: Understander) -> None:
+    u = understander.understand("c'est pour une question sur mes remboursements et j'ai perdu ma carte vitale")
+    assert u.level is not Level.SEVERAL and not u.parts
+    u = understander.understand(
+        "bonjour j'ai perdu ma carte vitale et puis aussi mes indemnités journalières ne sont toujours pas payées"
+    )
+    assert u.level is Level.SEVERAL and not any(p.motive_id.endswith(".autre") for p in u.parts)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "le dentiste m'a soigné la semaine dernière et je n'ai toujours rien reçu",
+        "j'ai changé de médecin traitant et je suis moins bien remboursé",
+        "j'ai envoyé ma feuille de soins et ça fait un mois",
+    ],
+)
+def test_a_complement_is_not_a_second_request(understander: Understander, text: str) -> None:
+    assert len(split_clauses(text)) == 1
+    assert understander.understand(text).level is not Level.SEVERAL
+
+
+def test_a_long_second_clause_is_still_a_request() -> None:
+    text = "j'ai perdu ma carte vitale et je n'ai toujours pas été payé de mes indemnités journalières de mars"
+    assert len(split_clauses(text)) == 2
+
+
+# ------------------------------------------------------------------------------------------ calibration (#23)
+
+# Expected calibration error of the top motive probability on the bundled held-out sentences (10 bins),
+# measured 0.108 (tune set 0.075; benchmarks/bench_understanding.py prints the reliability table). The bound
+# leaves 0.04 of margin; a temperature twice too high exceeds it (0.42, checked below).
+ECE_BOUND = 0.15
+
+
+def test_held_out_calibration_within_bound(catalogue: Catalogue, classifier: MotiveClassifier) -> None:
+    from agi_router.motives.evaluation import calibration
+
+    held = load_items(DATA / "understanding_heldout.tsv", catalogue)
+    table, ece = calibration(held, classifier)
+    assert sum(b["n"] for b in table) == sum(1 for i in held if i.kind == "motive")
+    assert ece <= ECE_BOUND, (ece, table)
+    t = classifier.temperature
+    try:
+        for factor in (2.0, 3.0):  # the check can fail: a mis-fitted (too soft) temperature breaks the bound
+            classifier.temperature = t * factor
+            assert calibration(held, classifier)[1] > ECE_BOUND
+    finally:
+        classifier.temperature = t
+
+
+def test_reliability_table() -> None:
+    from agi_router.motives.evaluation import reliability
+
+    table, ece = reliability([0.95, 0.95, 0.55, 0.55], [True, False, True, True])
+    assert [(b["bin"], b["n"]) for b in table] == [("0.5-0.6", 2), ("0.9-1.0", 2)]
+    assert ece == pytest.approx(0.5 * 0.45 + 0.5 * 0.45)
 
 
 # ------------------------------------------------------------------------------------------ yes / no

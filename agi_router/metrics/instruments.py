@@ -76,7 +76,7 @@ class Sources:
     extra: list[Callable[[], Iterable[Metric]]] = field(default_factory=list)
 
 
-SPEECH_LEVELS = ("deflectable", "queue", "several", "person", "confirmed")  # closed: MotiveFacts.level
+SPEECH_LEVELS = ("deflectable", "queue", "several", "person", "confirmed", "out_of_scope")  # closed: MotiveFacts.level
 
 
 class RouterMetrics:
@@ -167,7 +167,8 @@ class RouterMetrics:
         self.understanding = Counter(
             p + "speech_understanding",
             "Recognised sentences by what the router acted on (deflectable: the exact motive; queue: only its "
-            "skill; several; person; confirmed after a question)",
+            "skill; several; person; confirmed after a question; out_of_scope: twice about nothing this line handles, "
+            "to a person)",
             ["level"],
             registry=r,
         )

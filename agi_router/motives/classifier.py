@@ -38,6 +38,7 @@ import numpy.typing as npt
 from .catalogue import Catalogue
 
 __all__ = [
+    "Evidence",
     "MotiveClassifier",
     "MotiveGuess",
     "RejectRule",
@@ -165,6 +166,23 @@ class MotiveGuess:
 
 
 @dataclass(frozen=True, slots=True)
+class Evidence:
+    """What the classifier knows about some sentences, one row each (see :meth:`MotiveClassifier.evidence`).
+
+    * ``probabilities``: the motives' calibrated probabilities (sum 1 over the catalogue);
+    * ``out_of_scope``: the probability of the *out-of-scope* class, in a softmax over the motives and it
+      (0 when the classifier was trained without out-of-scope sentences);
+    * ``similarity``: the best raw cosine of the sentence to each motive's own training sentences: words
+      that belong to no motive of the line give a low similarity to all of them, whatever the softmax says.
+    """
+
+    probabilities: F32
+    out_of_scope: F32
+    similarity: F32
+    out_of_scope_similarity: F32 | None = None  # best cosine to an out-of-scope training sentence
+
+
+@dataclass(frozen=True, slots=True)
 class RejectRule:
     """Reject when ``confidence < min_confidence`` or ``confidence - runner_up < min_margin``."""
 
@@ -230,6 +248,7 @@ class _Core:
         x = self.vec.transform(docs)
         self.y = np.asarray(labels, dtype=np.int64)
         self.x = x
+        self.members = [np.nonzero(self.y == c)[0] for c in range(n_classes)]
         onehot = np.zeros((len(labels), n_classes), dtype=np.float32)
         onehot[np.arange(len(labels)), self.y] = 1.0
         self.onehot = onehot
@@ -239,12 +258,21 @@ class _Core:
             self.w, self.b = _train_logreg(x, onehot)
 
     def scores(self, texts: Sequence[str]) -> F32:
+        return self.analyse(texts)[0]
+
+    def analyse(self, texts: Sequence[str]) -> tuple[F32, F32]:
+        """``(scores, similarity)``: the class scores, and each text's best cosine to each class's
+        training sentences (raw evidence, before any softmax)."""
         q = self.vec.transform(tokens(t) for t in texts)
+        sims = q @ self.x.T
+        best = np.zeros((len(texts), self.n_classes), dtype=np.float32)
+        for c, idx in enumerate(self.members):
+            if len(idx):
+                best[:, c] = sims[:, idx].max(axis=1)
         if self.method == "logreg":
             out: F32 = (q @ self.w + self.b).astype(np.float32)
-            return out
+            return out, best
         cent = q @ self.centroids.T
-        sims = q @ self.x.T
         k = min(self.knn, sims.shape[1])
         # k nearest by similarity; stable ordering for ties (deterministic)
         idx = np.argsort(-sims, axis=1, kind="stable")[:, :k]
@@ -253,7 +281,7 @@ class _Core:
             np.add.at(knn[r], self.y[idx[r]], sims[r, idx[r]])
         knn /= k
         blended: F32 = (self.alpha * cent + (1.0 - self.alpha) * knn * 2.0).astype(np.float32)
-        return blended
+        return blended, best
 
 
 def _train_logreg(x: F32, onehot: F32, *, epochs: int = 300, lr: float = 2.0, l2: float = 1e-4) -> tuple[F32, F32]:
@@ -315,9 +343,11 @@ def choose_reject_rule(
 class MotiveClassifier:
     """Transcript -> :class:`MotiveGuess`, trained from a :class:`Catalogue` (see module docstring).
 
-    ``out_of_scope`` are sentences that must be rejected, used only to choose the reject rule (pass the
-    ``[tune]`` part of :func:`load_out_of_scope`). ``folds`` is the cross-validation used for the
-    temperature and the reject rule.
+    ``out_of_scope`` are sentences that belong to no motive of the line (pass the ``[tune]`` part of
+    :func:`load_out_of_scope`): they choose the reject rule and, with ``oos_class`` (the default), train
+    one more class, *out of scope*, whose probability :meth:`evidence` reports next to the motives'.
+    ``folds`` is the cross-validation used for the temperature, the reject rule and
+    :attr:`cv_out_of_scope` (every sentence scored by a model that never saw it).
     """
 
     def __init__(
@@ -332,6 +362,7 @@ class MotiveClassifier:
         folds: int = 5,
         reject: RejectRule | None = None,
         oos_weight: float = 0.5,
+        oos_class: bool = True,
     ) -> None:
         if method not in ("centroid_knn", "logreg"):
             raise ValueError(f"unknown method {method!r}")
@@ -345,27 +376,44 @@ class MotiveClassifier:
                 labels.append(i)
         self._texts, self._labels = texts, labels
         n = len(self.motive_ids)
+        oos = list(out_of_scope)
+        self.has_oos_class = bool(oos) and oos_class
+        # the out-of-scope class, when trained, is the last column (index n)
+        n_cls = n + 1 if self.has_oos_class else n
+        all_texts = [*texts, *oos] if self.has_oos_class else texts
+        all_labels = [*labels, *([n] * len(oos))] if self.has_oos_class else labels
         params: dict[str, Any] = {"method": method, "knn": knn, "alpha": alpha, "word_weight": word_weight}
-        self._core = _Core(texts, labels, n, **params)
+        self._core = _Core(all_texts, all_labels, n_cls, **params)
         # Cross-validation: every sentence scored by a model that never saw it (folds by position).
-        y = np.asarray(labels, dtype=np.int64)
-        cv = np.zeros((len(texts), n), dtype=np.float32)
-        fold_of = np.arange(len(texts)) % folds
-        oos_scores = np.zeros((folds, len(out_of_scope), n), dtype=np.float32)
+        y = np.asarray(all_labels, dtype=np.int64)
+        cv = np.zeros((len(all_texts), n_cls), dtype=np.float32)
+        fold_of = np.arange(len(all_texts)) % folds
+        oos_scores = np.zeros((0 if self.has_oos_class else folds, len(oos), n), dtype=np.float32)
         for f in range(folds):
             train = np.nonzero(fold_of != f)[0]
             test = np.nonzero(fold_of == f)[0]
-            core = _Core([texts[i] for i in train], [labels[i] for i in train], n, **params)
-            cv[test] = core.scores([texts[i] for i in test])
-            if out_of_scope:
-                oos_scores[f] = core.scores(out_of_scope)
-        self.temperature = _fit_temperature(cv, y)
-        self.cv_accuracy = float(np.mean(cv.argmax(axis=1) == y))
+            core = _Core([all_texts[i] for i in train], [all_labels[i] for i in train], n_cls, **params)
+            cv[test] = core.scores([all_texts[i] for i in test])
+            if oos and not self.has_oos_class:
+                oos_scores[f] = core.scores(oos)
+        inscope = y < n
+        self.temperature = _fit_temperature(cv[inscope][:, :n], y[inscope])
+        self.cv_accuracy = float(np.mean(cv[inscope][:, :n].argmax(axis=1) == y[inscope]))
+        #: cross-validated out-of-scope probability of the in-scope and of the out-of-scope training sentences
+        self.cv_out_of_scope: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] = (
+            (
+                softmax(cv[inscope], self.temperature)[:, n].astype(np.float64),
+                softmax(cv[~inscope], self.temperature)[:, n].astype(np.float64),
+            )
+            if self.has_oos_class
+            else (np.zeros(0), np.zeros(0))
+        )
         if reject is None:
-            p_in = softmax(cv, self.temperature).astype(np.float64)
+            p_in = softmax(cv[inscope][:, :n], self.temperature).astype(np.float64)
             top2 = -np.sort(-p_in, axis=1)[:, :2]
-            correct = p_in.argmax(axis=1) == y
-            p_out = softmax(oos_scores.reshape(-1, n), self.temperature).astype(np.float64)
+            correct = p_in.argmax(axis=1) == y[inscope]
+            out_rows = cv[~inscope][:, :n] if self.has_oos_class else oos_scores.reshape(-1, n)
+            p_out = softmax(out_rows, self.temperature).astype(np.float64)
             top2o = -np.sort(-p_out, axis=1)[:, :2] if len(p_out) else np.zeros((0, 2))
             reject = choose_reject_rule(
                 top2[:, 0], top2[:, 1], correct, top2o[:, 0], top2o[:, 1], oos_weight=oos_weight
@@ -376,11 +424,23 @@ class MotiveClassifier:
 
     def scores(self, texts: Sequence[str]) -> F32:
         """Raw (uncalibrated) scores, one row per text, one column per motive in catalogue order."""
-        return self._core.scores(texts)
+        return self._core.scores(texts)[:, : len(self.motive_ids)]
 
     def probabilities(self, texts: Sequence[str]) -> F32:
         """Calibrated probabilities (softmax with the fitted temperature), one row per text."""
-        return softmax(self._core.scores(texts), self.temperature)
+        return softmax(self.scores(texts), self.temperature)
+
+    def evidence(self, texts: Sequence[str]) -> Evidence:
+        """The motives' probabilities plus what says whether the sentence is about this line at all."""
+        n = len(self.motive_ids)
+        if not texts:
+            z = np.zeros(0, np.float32)
+            return Evidence(np.zeros((0, n), np.float32), z, np.zeros((0, n), np.float32), z)
+        scores, sims = self._core.analyse(texts)
+        probs = softmax(scores[:, :n], self.temperature)
+        p_oos = softmax(scores, self.temperature)[:, n] if self.has_oos_class else np.zeros(len(texts), np.float32)
+        oos_sim = sims[:, n] if self.has_oos_class else np.zeros(len(texts), np.float32)
+        return Evidence(probs, p_oos.astype(np.float32), sims[:, :n].astype(np.float32), oos_sim.astype(np.float32))
 
     def classify(self, text: str, *, top: int = 8) -> MotiveGuess:
         return self.classify_many([text], top=top)[0]

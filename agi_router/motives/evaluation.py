@@ -41,7 +41,7 @@ import numpy as np
 
 from ..exceptions import ConfigError
 from .catalogue import Catalogue
-from .classifier import MotiveClassifier, RejectRule
+from .classifier import Evidence, MotiveClassifier, RejectRule
 from .understanding import Level, Thresholds, Understander, Understanding
 
 __all__ = [
@@ -49,9 +49,11 @@ __all__ = [
     "OUTCOMES",
     "Item",
     "Report",
+    "calibration",
     "evaluate",
     "load_items",
     "outcome_of",
+    "reliability",
     "search_thresholds",
 ]
 
@@ -117,7 +119,7 @@ def outcome_of(item: Item, u: Understanding, catalogue: Catalogue, deflectable: 
         return "person_honoured" if item.kind == "person" else "misrouted" if item.kind == "motive" else "reprompted"
     if item.kind == "person":
         return "reprompted" if lv in (Level.REJECT, Level.CONFIRM) else "misrouted"
-    if lv is Level.REJECT:
+    if lv in (Level.REJECT, Level.OUT_OF_SCOPE):  # asked again (out of scope: told what the line is for)
         return "oos_rejected" if item.kind == "out_of_scope" else "reprompted"
     if lv is Level.CONFIRM:
         if item.kind == "out_of_scope":
@@ -198,14 +200,27 @@ class _CachedClassifier:
         self._c = classifier
         self.motive_ids = classifier.motive_ids
         self.reject = classifier.reject
-        self._cache: dict[str, np.ndarray[Any, Any]] = {}
+        self._cache: dict[str, tuple[Any, Any, Any, Any]] = {}
 
-    def probabilities(self, texts: Sequence[str]) -> np.ndarray[Any, Any]:
+    def evidence(self, texts: Sequence[str]) -> Evidence:
         missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if missing:
-            for t, row in zip(missing, self._c.probabilities(missing), strict=True):
-                self._cache[t] = row
-        return np.stack([self._cache[t] for t in texts])
+            ev = self._c.evidence(missing)
+            for k, t in enumerate(missing):
+                assert ev.out_of_scope_similarity is not None
+                self._cache[t] = (
+                    ev.probabilities[k],
+                    ev.out_of_scope[k],
+                    ev.similarity[k],
+                    ev.out_of_scope_similarity[k],
+                )
+        rows = [self._cache[t] for t in texts]
+        if not rows:
+            return self._c.evidence([])
+        return Evidence(*(np.stack([r[j] for r in rows]) for j in range(4)))
+
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray[Any, Any]:
+        return self.evidence(texts).probabilities
 
 
 def evaluate(
@@ -276,3 +291,50 @@ def write_tsv(path: Path, rows: Iterable[dict[str, Any]]) -> None:
         w = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter="\t", lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
+
+
+def reliability(
+    confidence: Sequence[float], correct: Sequence[bool], *, bins: int = 10
+) -> tuple[list[dict[str, Any]], float]:
+    """Reliability table (equal-width confidence bins: sentences, mean confidence, observed accuracy) and
+    the expected calibration error: the bins' |accuracy - confidence| weighted by their share of sentences."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    ok = np.asarray(correct, dtype=np.float64)
+    if len(conf) == 0:
+        return [], 0.0
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, bins - 1)
+    table: list[dict[str, Any]] = []
+    ece = 0.0
+    for b in range(bins):
+        sel = which == b
+        n = int(sel.sum())
+        if not n:
+            continue
+        mean_conf, acc = float(conf[sel].mean()), float(ok[sel].mean())
+        ece += n / len(conf) * abs(acc - mean_conf)
+        table.append(
+            {
+                "bin": f"{edges[b]:.1f}-{edges[b + 1]:.1f}",
+                "n": n,
+                "confidence": round(mean_conf, 3),
+                "accuracy": round(acc, 3),
+            }
+        )
+    return table, ece
+
+
+def calibration(
+    items: Sequence[Item], classifier: MotiveClassifier, *, bins: int = 10
+) -> tuple[list[dict[str, Any]], float]:
+    """Reliability of the classifier's top probability on the ``motive`` items: is its best motive the one
+    expected, as often as its probability says?"""
+    motive_items = [i for i in items if i.kind == "motive"]
+    if not motive_items:
+        return [], 0.0
+    probs = classifier.probabilities([i.text for i in motive_items])
+    best = probs.argmax(axis=1)
+    conf = probs.max(axis=1)
+    ids = classifier.motive_ids
+    correct = [ids[int(b)] == it.expected[0] for b, it in zip(best, motive_items, strict=True)]
+    return reliability(conf.tolist(), correct, bins=bins)

@@ -50,13 +50,37 @@ def _content(clause: str) -> int:
     return sum(1 for w in tokens(clause) if w not in _STOP)
 
 
+# A clause that is a consequence or a complement of the one before, not a new request: "et je n'ai (toujours)
+# rien reçu", "et je suis moins bien remboursé", "et ça fait un mois", "depuis trois semaines"... (accent-free)
+_COMPLEMENT = re.compile(
+    r"^(?:mais |et |donc |du coup )*(?:"
+    r"(?:je n ai|j ai|on m a|vous m avez|vous ne m avez|on ne m a|ils m ont|ils ne m ont)"
+    r" (?:toujours |encore |jamais )?"
+    r"(?:rien|pas|jamais|toujours pas|que|seulement)\b"
+    r"|(?:je suis|j ai ete|c est) (?:moins|mal|pas|plus|toujours pas|jamais|pas bien|moins bien) ?\w*"
+    r"|(?:toujours|encore) (?:rien|pas)|rien (?:recu|vu|touche|eu)|pas de nouvelles?"
+    r"|(?:ca|cela) fait|depuis|il y a|y a|c etait|c est (?:normal|long|toujours|bizarre)"
+    r"|je (?:comprends|sais) pas pourquoi|personne ne|ca ne|ca n a|c est reste"
+    r")"
+)
+MAX_COMPLEMENT_WORDS = 4  # a longer clause may carry a request of its own ("je n'ai pas été payé de mes IJ ...")
+
+
+def _is_complement(clause: str) -> bool:
+    return bool(_COMPLEMENT.match(clause)) and _content(clause) <= MAX_COMPLEMENT_WORDS
+
+
 def split_clauses(text: str) -> list[str]:
-    """The clauses of ``text`` (accent-free, lowercase); one element when it does not split."""
+    """The clauses of ``text`` (accent-free, lowercase); one element when it does not split. A clause
+    that only completes the one before (:data:`_COMPLEMENT`) stays joined to it."""
     pieces = [p.strip() for p in _SPLIT.split(_fold(text))]
     clauses: list[str] = []
     pending = ""
     for p in pieces:
         if not p:
+            continue
+        if clauses and not pending and _is_complement(p):
+            clauses[-1] = f"{clauses[-1]} {p}"
             continue
         cur = f"{pending} {p}".strip()
         if _content(cur) >= MIN_WORDS:

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..policy.model import MotiveFacts
 from .catalogue import Catalogue
-from .classifier import MotiveClassifier, RejectRule
+from .classifier import Evidence, MotiveClassifier, RejectRule
 from .human import asks_for_person
 from .several import split_clauses
 
@@ -48,10 +48,17 @@ class Level(StrEnum):
     DEFLECTABLE = "deflectable"
     QUEUE = "queue"
     CONFIRM = "confirm"
+    OUT_OF_SCOPE = "out_of_scope"
     REJECT = "reject"
 
 
 DEFAULT_MOTIVE_RULE = RejectRule(0.90, 0.0)
+# chosen on the tune sentences only (benchmarks/bench_understanding.py, "out-of-scope thresholds")
+OOS_PROBABILITY = 0.50
+MIN_SIMILARITY = 0.25
+OOS_MARGIN = -0.05
+QUEUE_MARGIN = 0.05
+QUEUE_SIMILARITY = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +70,15 @@ class Thresholds:
     queue_confidence: float = 0.60  # queue: the skill's summed probability
     confirm_confidence: float = 0.30  # confirm: the best motive's probability
     part_queue_confidence: float = 0.60  # several requests: a clause counts when its skill is this sure
+    # out of scope (evidence, not softmax): the out-of-scope class this probable, or no training sentence of
+    # any motive this similar (raw cosine)
+    out_of_scope_probability: float = OOS_PROBABILITY
+    min_similarity: float = MIN_SIMILARITY
+    out_of_scope_margin: float = OOS_MARGIN  # or an out-of-scope sentence this much more similar than any motive's
+    # queue (catch-all): the skill itself must have evidence: a training sentence of one of its motives
+    # at least this similar
+    queue_similarity: float = QUEUE_SIMILARITY
+    queue_margin: float = QUEUE_MARGIN  # ... and at least this much more similar than any out-of-scope sentence
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +107,14 @@ class Understanding:
     parts: tuple[Part, ...] = ()
     person: bool = False
     candidates: tuple[tuple[str, float], ...] = field(default=(), repr=False)
+    out_of_scope: float = 0.0  # the out-of-scope class's probability
+    similarity: float = 1.0  # the best raw cosine to any motive's training sentences
 
     def facts(self, method: str = "speech", *, confirmed: bool = False) -> MotiveFacts | None:
         """What the policy is given; ``None`` when not understood (re-prompt) or to be confirmed first."""
         if self.level is Level.PERSON:
             return MotiveFacts(None, 1.0, method, human_requested=True, level="person")
-        if self.level in (Level.REJECT, Level.CONFIRM) and not confirmed:
+        if self.level in (Level.REJECT, Level.CONFIRM, Level.OUT_OF_SCOPE) and not confirmed:
             return None
         return MotiveFacts(
             self.motive_id,
@@ -127,6 +145,8 @@ class Understanding:
                 for p in self.parts
             ],
             "person": self.person,
+            "out_of_scope": round(self.out_of_scope, 4),
+            "similarity": round(self.similarity, 4),
         }
 
 
@@ -146,6 +166,12 @@ class Understander:
         self._member = np.zeros((len(ids), len(self._skill_keys)), dtype=np.float32)
         for i, mid in enumerate(ids):
             self._member[i, self._skill_keys.index(catalogue.motives[mid].skill)] = 1.0
+        self._generic = {i for i, mid in enumerate(ids) if mid.endswith(".autre")}
+        #: per skill, the column indices of its motives (the evidence a catch-all needs)
+        self._skill_members = [
+            np.array([i for i, mid in enumerate(ids) if catalogue.motives[mid].skill == s], dtype=np.int64)
+            for s in self._skill_keys
+        ]
         self._routable_skills = {
             s for s in self._skill_keys if catalogue.generic_motive(s) is not None and s in catalogue.skills
         }
@@ -156,10 +182,11 @@ class Understander:
 
     # ------------------------------------------------------------------------------------------ single
 
-    def _single(self, text: str, probs: np.ndarray[Any, Any]) -> Understanding:
+    def _single(self, text: str, ev: Evidence, row: int) -> Understanding:
         cat = self.catalogue
         th = self.thresholds
         ids = self.classifier.motive_ids
+        probs = ev.probabilities[row]
         order = np.argsort(-probs, kind="stable")
         best, second = int(order[0]), int(order[1])
         p_best, p_second = float(probs[best]), float(probs[second])
@@ -169,6 +196,10 @@ class Understander:
         p_skill = float(skill_p[s_idx])
         best_id = ids[best]
         cands = tuple((ids[i], round(float(probs[i]), 6)) for i in order[:8])
+        sims = ev.similarity[row]
+        similarity = float(sims.max()) if len(sims) else 0.0
+        p_oos = float(ev.out_of_scope[row])
+        oos_sim = float(ev.out_of_scope_similarity[row]) if ev.out_of_scope_similarity is not None else 0.0
         common: dict[str, Any] = {
             "text": text,
             "best": best_id,
@@ -179,16 +210,29 @@ class Understander:
             "queue": cat.skills[skill].queue,
             "skill_confidence": p_skill,
             "candidates": cands,
+            "out_of_scope": p_oos,
+            "similarity": similarity,
         }
         kind = cat.motives[best_id].kind
         sure = self.motive_rule.accepts(p_best, p_second)
         if sure and kind == "human":
             return Understanding(level=Level.PERSON, motive_id=None, confidence=1.0, person=True, **common)
+        # out of scope is decided on evidence: the out-of-scope class, or words no motive was trained on
+        if (
+            p_oos >= th.out_of_scope_probability
+            or similarity < th.min_similarity
+            or oos_sim - similarity >= th.out_of_scope_margin
+        ):
+            return Understanding(
+                level=Level.OUT_OF_SCOPE, motive_id=None, confidence=max(p_oos, 1.0 - similarity), **common
+            )
         if sure and kind == "multi":
             return Understanding(level=Level.SEVERAL, motive_id=best_id, confidence=p_best, **common)
-        if sure:
+        if sure and best not in self._generic:  # a catch-all is never deflected: it routes at the queue level
             return Understanding(level=Level.DEFLECTABLE, motive_id=best_id, confidence=p_best, **common)
-        if p_skill >= th.queue_confidence and skill in self._routable_skills:
+        skill_sim = float(sims[self._skill_members[s_idx]].max()) if len(self._skill_members[s_idx]) else 0.0
+        skill_evidence = skill_sim >= th.queue_similarity and skill_sim - oos_sim >= th.queue_margin
+        if p_skill >= th.queue_confidence and skill in self._routable_skills and skill_evidence:
             generic = cat.generic_motive(skill)
             assert generic is not None
             return Understanding(level=Level.QUEUE, motive_id=generic.id, confidence=p_skill, **common)
@@ -197,11 +241,14 @@ class Understander:
         return Understanding(level=Level.REJECT, motive_id=None, confidence=p_best, **common)
 
     def _answer(self, u: Understanding, *, min_skill: float) -> Part | None:
-        """A clause's confident answer, for several-requests detection."""
-        if u.level is Level.DEFLECTABLE and u.motive_id and u.skill:
+        """A clause's confident answer, for several-requests detection: a sure exact motive, or a sure skill
+        whose best exact motive is a real one (a catch-all ``<skill>.autre`` absorbs anything, so it never
+        makes a request by itself)."""
+        if u.level is Level.DEFLECTABLE and u.motive_id and not u.motive_id.endswith(".autre"):
             return Part(u.text, u.motive_id, self.catalogue.motives[u.motive_id].skill, u.confidence)
-        if u.level is Level.QUEUE and u.skill_confidence >= min_skill and u.motive_id and u.skill:
-            return Part(u.text, u.motive_id, u.skill, u.skill_confidence)
+        best_is_exact = u.best is not None and not u.best.endswith(".autre")
+        if u.level is Level.QUEUE and best_is_exact and u.skill_confidence >= min_skill and u.motive_id and u.skill:
+            return Part(u.text, u.motive_id, u.skill, u.skill_confidence)  # its skill is sure, on a real motive
         return None
 
     # ------------------------------------------------------------------------------------------ public
@@ -215,15 +262,15 @@ class Understander:
             return []
         clauses = [split_clauses(t) for t in texts]
         flat = [c for cs in clauses for c in cs if len(cs) > 1]
-        probs = self.classifier.probabilities([*texts, *flat])
+        ev = self.classifier.evidence([*texts, *flat])
         out: list[Understanding] = []
         k = len(texts)
         for i, text in enumerate(texts):
-            whole = self._single(text, probs[i])
+            whole = self._single(text, ev, i)
             parts: list[Part] = []
             if len(clauses[i]) > 1:
                 for c in clauses[i]:
-                    a = self._answer(self._single(c, probs[k]), min_skill=self.thresholds.part_queue_confidence)
+                    a = self._answer(self._single(c, ev, k), min_skill=self.thresholds.part_queue_confidence)
                     k += 1
                     if a is not None:
                         parts.append(a)
