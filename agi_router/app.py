@@ -10,7 +10,7 @@ import socket
 import subprocess
 import threading
 import wave
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from .agi.server import AGIServer, AGIServerConfig
+from .agi.server import AGIHandler, AGIServer, AGIServerConfig
 from .ami.client import AMIClient, AMIConfig
 from .audit import AuditLog
 from .callbacks.placer import CallbackPlacer
@@ -180,113 +180,30 @@ class Router:
 
 
 def build_router(settings: Settings) -> Router:
+    """Every component of one router, edge by edge (each builder below is one edge or store)."""
     catalogue = Catalogue.load(settings.catalogue_file)
-    candidate = (
-        load_policy(settings.candidate_policy_file, catalogue=catalogue) if settings.candidate_policy_file else None
-    )
-    policy = PolicyHolder(load_policy(settings.policy_file, catalogue=catalogue), candidate, settings.candidate_share)
+    policy = build_policy(settings, catalogue)
     pseudo = make_pseudonymizer(settings)
-    ds = settings.directory
-    directory: AccountDirectory
-    if ds.backend == "sqlite":
-        directory = SQLiteDirectory(settings.path(ds.sqlite_path), pseudo, timeout=ds.timeout_ms / 1000)
-    elif ds.backend == "http":
-        directory = HTTPDirectory(
-            ds.http_url,
-            timeout=ds.http_timeout_ms / 1000,
-            identify_by=ds.http_identify_by,  # type: ignore[arg-type]
-            cache_ttl=ds.http_cache_ttl_s,
-        )
-    else:
-        directory = NoDirectory()
     metrics = RouterMetrics()
     metrics.node_info.labels(settings.node.name or settings.ami.host).set(1)  # dashboards group routers by node
-    if not isinstance(directory, NoDirectory):
-        directory = TimedDirectory(directory, metrics, ds.backend)
-    memory: CallerMemory
-    if settings.state.backend == "redis":
-        memory = RedisCallerMemory(settings.state.redis_url, timeout=settings.state.timeout_ms / 1000)
-    else:
-        memory = InMemoryCallerMemory()
-    memory = TimedMemory(memory, metrics, settings.state.backend)
-    sms: SmsSender = (
-        TimedSms(HTTPSmsGateway(settings.sms.url, timeout=settings.sms.timeout_ms / 1000), metrics)
-        if settings.sms.backend == "http"
-        else NoSms()
-    )
-    fs = settings.flow
-    audit = AuditLog(
-        settings.path(settings.audit_file),
-        max_bytes=settings.audit_max_mb * 1024 * 1024,
-        backups=settings.audit_backups,
-    )
+    directory = build_directory(settings, pseudo, metrics)
+    memory = build_memory(settings, metrics)
+    sms = build_sms(settings, metrics)
+    audit = build_audit(settings)
     ami = build_ami(settings)
-    queue_model: QueueModel | None = None
-    outcomes: OutcomeTracker | None = None
-    if ami is not None:
-        queue_model = QueueModel()
-        queue_model.attach(ami)
-        outcomes = OutcomeTracker()  # one JSON line per call on the agi_router.outcome logger
-        outcomes.attach(ami)
-        SecurityEvents(ami, metrics)  # the PBX's refused requests -> agi_router_sip_security_events_total
-    hs = settings.handoff
-    handoff = Handoff(
-        catalogue,
-        pseudo.subkey(b"handoff"),
-        HandoffConfig(whisper=hs.whisper, headers=hs.headers, transcript=hs.transcript),
-    )
-    contexts: ContextStore = (
-        RedisContextStore(settings.state.redis_url, timeout=settings.state.timeout_ms / 1000)
-        if settings.state.backend == "redis"
-        else InMemoryContextStore()
-    )
-
-    def ttl_s() -> float:  # contexts expire with the caller memory
-        return policy.current.memory_ttl.total_seconds()
-
-    samples = settings.path(Path(settings.sampling.folder)) if settings.sampling.enabled else None
-    agents = AgentEvents(handoff, contexts, metrics, audit, ttl_s, samples_folder=samples)
+    queue_model, outcomes = build_pbx_watchers(ami, metrics)
+    handoff, contexts, agents = build_handoff(settings, catalogue, policy, pseudo, metrics, audit)
     if outcomes is not None:
         outcomes.on_answered = agents.answered
     speech = build_speech(settings, catalogue, ami)
-    placer: CallbackPlacer | None = None
-    if ami is not None and queue_model is not None:
-        store: CallbackRecords
-        if settings.state.backend == "redis":  # several routers: accepted callbacks outlive the one that took them
-            store = RedisCallbackStore(pseudo.subkey(b"callbacks"), settings.state.redis_url)
-        else:
-            store = CallbackStore(settings.path(Path("callbacks.sqlite3")), pseudo.subkey(b"callbacks"))
-        if store.recovered:
-            log.warning("%d callback(s) were being placed when the router stopped: pending again", store.recovered)
-        placer = CallbackPlacer(
-            store,
-            ami,
-            queue_model.snapshot,
-            lambda now: is_open(policy.current, now),
-            context_variables=agents.callback_variables,  # the agent who takes it gets the call's context
-        )
-    sources: list[MotiveCapture] = [HintCapture()]
-    if speech is not None:
-        sources.append(speech)
-    menu = DTMFMenuConfig(
-        attempts=fs.menu_attempts, timeout_ms=fs.menu_timeout_ms, fallback_budget_s=fs.fallback_budget_s
-    )
-    sources.append(
-        DTMFMenuCapture(catalogue, menu, PromptLengths(settings.path(Path(settings.speech.sounds_dir))).seconds)
-    )
-    capture = ChainedCapture(sources)
+    placer = build_placer(settings, pseudo, policy, ami, queue_model, agents)
     flow = CallFlow(
         policy=policy,
         directory=directory,
         memory=memory,
         pseudonymizer=pseudo,
-        capture=capture,
-        config=CallFlowConfig(
-            call_deadline=fs.call_deadline,
-            decision_budget=fs.decision_budget_ms / 1000,
-            directory_wait=fs.directory_wait_ms / 1000,
-            answer=fs.answer,
-        ),
+        capture=build_capture(settings, catalogue, speech),
+        config=flow_config(settings),
         sms=sms,
         queue_state=queue_model.snapshot if queue_model is not None else None,
         callbacks=placer.store if placer is not None else None,
@@ -294,33 +211,12 @@ def build_router(settings: Settings) -> Router:
         contexts=contexts,
         on_result=_all(audit.write, metrics.observe_call, outcomes.on_result if outcomes is not None else None),
     )
-    a = settings.agi
-    correction = CorrectionHandler(catalogue, contexts, ttl_s, on_correction=agents.corrected)
-    server = AGIServer(
-        {HOTLINE_SCRIPT: flow, CORRECT_SCRIPT: correction, TRANSFER_SCRIPT: TransferHandler(handoff, contexts)},
-        AGIServerConfig(
-            host=a.host,
-            port=a.port,
-            max_sessions=a.max_sessions,
-            header_timeout=a.header_timeout,
-            command_timeout=a.command_timeout,
-        ),
-    )
-    src = metrics.sources
-    src.server, src.ami, src.queues, src.placer, src.speech = server, ami, queue_model, placer, speech
-    src.callback_store = placer.store if placer is not None else None
-    src.policy, src.catalogue_version = policy, catalogue.version
-    src.extra.append(lambda: audit_metrics(audit))
-    src.extra.append(lambda: [
-        CounterMetricFamily("agi_router_log_lines_dropped", "Log lines dropped: the log reader did not keep up",
-                            value=DROPPED.lines)
-    ])  # fmt: skip
-    calls_api = CallsAPI(contexts, api_token(settings)) if hs.api else None
-    if calls_api is not None:  # requests without the right token: a probe, or a CTI with a stale token
-        src.extra.append(lambda: [
-            CounterMetricFamily("agi_router_calls_api_refused", "GET /calls/{ref} refused: no or wrong token",
-                                value=calls_api.refused)
-        ])  # fmt: skip
+    correction = CorrectionHandler(catalogue, contexts, lambda: memory_ttl_s(policy), on_correction=agents.corrected)
+    server = build_agi_server(settings, {
+        HOTLINE_SCRIPT: flow, CORRECT_SCRIPT: correction, TRANSFER_SCRIPT: TransferHandler(handoff, contexts),
+    })  # fmt: skip
+    calls_api = CallsAPI(contexts, api_token(settings)) if settings.handoff.api else None
+    register_sources(metrics, server, ami, queue_model, placer, speech, policy, catalogue, audit, calls_api)
     return Router(
         settings,
         catalogue,
@@ -339,6 +235,202 @@ def build_router(settings: Settings) -> Router:
         contexts,
         calls_api,
     )
+
+
+# ------------------------------------------------------------------------------------ one builder per edge
+
+
+def build_policy(settings: Settings, catalogue: Catalogue) -> PolicyHolder:
+    """The policy in force, and the candidate of a gradual rollout if one is set."""
+    candidate = (
+        load_policy(settings.candidate_policy_file, catalogue=catalogue) if settings.candidate_policy_file else None
+    )
+    return PolicyHolder(load_policy(settings.policy_file, catalogue=catalogue), candidate, settings.candidate_share)
+
+
+def memory_ttl_s(policy: PolicyHolder) -> float:
+    """How long caller memory (and with it an agent's context) lasts under the policy in force."""
+    return policy.current.memory_ttl.total_seconds()
+
+
+def build_directory(settings: Settings, pseudo: Pseudonymizer, metrics: RouterMetrics) -> AccountDirectory:
+    """The online-account directory: SQLite (imported), HTTP (the operator's service) or none; timed."""
+    ds = settings.directory
+    if ds.backend == "sqlite":
+        directory: AccountDirectory = SQLiteDirectory(
+            settings.path(ds.sqlite_path), pseudo, timeout=ds.timeout_ms / 1000
+        )
+    elif ds.backend == "http":
+        directory = HTTPDirectory(
+            ds.http_url,
+            timeout=ds.http_timeout_ms / 1000,
+            identify_by=ds.http_identify_by,  # type: ignore[arg-type]
+            cache_ttl=ds.http_cache_ttl_s,
+        )
+    else:
+        return NoDirectory()
+    return TimedDirectory(directory, metrics, ds.backend)
+
+
+def build_memory(settings: Settings, metrics: RouterMetrics) -> CallerMemory:
+    """Caller memory for the repeat rules: in-process, or Redis shared by several routers and nodes; timed."""
+    memory: CallerMemory
+    if settings.state.backend == "redis":
+        memory = RedisCallerMemory(settings.state.redis_url, timeout=settings.state.timeout_ms / 1000)
+    else:
+        memory = InMemoryCallerMemory()
+    return TimedMemory(memory, metrics, settings.state.backend)
+
+
+def build_sms(settings: Settings, metrics: RouterMetrics) -> SmsSender:
+    """The SMS gateway that sends a deflected caller their link (HTTP), or none."""
+    if settings.sms.backend == "http":
+        return TimedSms(HTTPSmsGateway(settings.sms.url, timeout=settings.sms.timeout_ms / 1000), metrics)
+    return NoSms()
+
+
+def build_audit(settings: Settings) -> AuditLog:
+    """The audit trail: one JSON line per decision, rotated by size."""
+    return AuditLog(
+        settings.path(settings.audit_file),
+        max_bytes=settings.audit_max_mb * 1024 * 1024,
+        backups=settings.audit_backups,
+    )
+
+
+def build_pbx_watchers(
+    ami: AMIClient | None, metrics: RouterMetrics
+) -> tuple[QueueModel | None, OutcomeTracker | None]:
+    """What the router reads from its PBX over AMI: queue state, call outcomes, security events."""
+    if ami is None:
+        return None, None
+    queue_model = QueueModel()
+    queue_model.attach(ami)
+    outcomes = OutcomeTracker()  # one JSON line per call on the agi_router.outcome logger
+    outcomes.attach(ami)
+    SecurityEvents(ami, metrics)  # the PBX's refused requests -> agi_router_sip_security_events_total
+    return queue_model, outcomes
+
+
+def build_handoff(
+    settings: Settings,
+    catalogue: Catalogue,
+    policy: PolicyHolder,
+    pseudo: Pseudonymizer,
+    metrics: RouterMetrics,
+    audit: AuditLog,
+) -> tuple[Handoff, ContextStore, AgentEvents]:
+    """The agent's side: the call's context (headers, whisper), its store, and the agents' events."""
+    hs = settings.handoff
+    handoff = Handoff(
+        catalogue,
+        pseudo.subkey(b"handoff"),
+        HandoffConfig(whisper=hs.whisper, headers=hs.headers, transcript=hs.transcript),
+    )
+    contexts: ContextStore = (
+        RedisContextStore(settings.state.redis_url, timeout=settings.state.timeout_ms / 1000)
+        if settings.state.backend == "redis"
+        else InMemoryContextStore()
+    )
+    samples = settings.path(Path(settings.sampling.folder)) if settings.sampling.enabled else None
+    agents = AgentEvents(handoff, contexts, metrics, audit, lambda: memory_ttl_s(policy), samples_folder=samples)
+    return handoff, contexts, agents
+
+
+def build_placer(
+    settings: Settings,
+    pseudo: Pseudonymizer,
+    policy: PolicyHolder,
+    ami: AMIClient | None,
+    queue_model: QueueModel | None,
+    agents: AgentEvents,
+) -> CallbackPlacer | None:
+    """Accepted callbacks (SQLite, or Redis shared by routers and nodes) and their placer over AMI."""
+    if ami is None or queue_model is None:
+        return None
+    store: CallbackRecords
+    if settings.state.backend == "redis":  # several routers: accepted callbacks outlive the one that took them
+        store = RedisCallbackStore(pseudo.subkey(b"callbacks"), settings.state.redis_url)
+    else:
+        store = CallbackStore(settings.path(Path("callbacks.sqlite3")), pseudo.subkey(b"callbacks"))
+    if store.recovered:
+        log.warning("%d callback(s) were being placed when the router stopped: pending again", store.recovered)
+    return CallbackPlacer(
+        store,
+        ami,
+        queue_model.snapshot,
+        lambda now: is_open(policy.current, now),
+        context_variables=agents.callback_variables,  # the agent who takes it gets the call's context
+    )
+
+
+def build_capture(settings: Settings, catalogue: Catalogue, speech: SpeechCapture | None) -> ChainedCapture:
+    """How the motive is obtained, in order: the dialplan's hint, the caller's words, the DTMF menu."""
+    fs = settings.flow
+    sources: list[MotiveCapture] = [HintCapture()]
+    if speech is not None:
+        sources.append(speech)
+    menu = DTMFMenuConfig(
+        attempts=fs.menu_attempts, timeout_ms=fs.menu_timeout_ms, fallback_budget_s=fs.fallback_budget_s
+    )
+    sources.append(
+        DTMFMenuCapture(catalogue, menu, PromptLengths(settings.path(Path(settings.speech.sounds_dir))).seconds)
+    )
+    return ChainedCapture(sources)
+
+
+def flow_config(settings: Settings) -> CallFlowConfig:
+    fs = settings.flow
+    return CallFlowConfig(
+        call_deadline=fs.call_deadline,
+        decision_budget=fs.decision_budget_ms / 1000,
+        directory_wait=fs.directory_wait_ms / 1000,
+        answer=fs.answer,
+    )
+
+
+def build_agi_server(settings: Settings, scripts: Mapping[str, AGIHandler]) -> AGIServer:
+    """The FastAGI server: the hotline, the agents' correction and transfer scripts."""
+    a = settings.agi
+    return AGIServer(
+        scripts,
+        AGIServerConfig(
+            host=a.host,
+            port=a.port,
+            max_sessions=a.max_sessions,
+            header_timeout=a.header_timeout,
+            command_timeout=a.command_timeout,
+        ),
+    )
+
+
+def register_sources(
+    metrics: RouterMetrics,
+    server: AGIServer,
+    ami: AMIClient | None,
+    queue_model: QueueModel | None,
+    placer: CallbackPlacer | None,
+    speech: SpeechCapture | None,
+    policy: PolicyHolder,
+    catalogue: Catalogue,
+    audit: AuditLog,
+    calls_api: CallsAPI | None,
+) -> None:
+    """What /metrics reads at scrape time from each component."""
+    src = metrics.sources
+    src.server, src.ami, src.queues, src.placer, src.speech = server, ami, queue_model, placer, speech
+    src.callback_store = placer.store if placer is not None else None
+    src.policy, src.catalogue_version = policy, catalogue.version
+    src.extra.append(lambda: audit_metrics(audit))
+    src.extra.append(lambda: [
+        CounterMetricFamily("agi_router_log_lines_dropped", "Log lines dropped: the log reader did not keep up",
+                            value=DROPPED.lines)
+    ])  # fmt: skip
+    if calls_api is not None:  # requests without the right token: a probe, or a CTI with a stale token
+        src.extra.append(lambda: [
+            CounterMetricFamily("agi_router_calls_api_refused", "GET /calls/{ref} refused: no or wrong token",
+                                value=calls_api.refused)
+        ])  # fmt: skip
 
 
 def api_token(settings: Settings) -> str:
