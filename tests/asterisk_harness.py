@@ -282,3 +282,14 @@ def stop_router(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def router_healthy(port: int) -> bool:
+    """A router's /healthz says ok (it is up and logged in to its AMI)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+            return '"ok"' in r.read().decode()
+    except OSError:
+        return False

@@ -44,6 +44,7 @@ from tests.asterisk_harness import (
     ROOT,
     AsteriskInstance,
     free_port,
+    router_healthy,
     sip_password,
     start,
     stop_router,
@@ -278,14 +279,6 @@ def start_redis(root: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("redis-server did not start")
 
 
-def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-            return '"ok"' in r.read().decode()
-    except OSError:
-        return False
-
-
 def start_dispatcher(root: Path, nodes: list[Node], homes: dict[str, int], **defines: object) -> Edge:
     assert KAMAILIO is not None
     run = root / f"dispatcher-{time.monotonic_ns()}"
@@ -384,7 +377,7 @@ def start_national(root: Path, redis_url: str | None = None, **defines: object) 
         defines.setdefault("METRICS_LISTEN", f"tcp:127.0.0.1:{national.metrics_port}")
         national.dispatcher = start_dispatcher(root, nodes, {"agent1": HOME_OF_AGENT1}, **defines)
         deadline = time.monotonic() + 90
-        while not all(_healthy(n.metrics_port) for n in nodes):
+        while not all(router_healthy(n.metrics_port) for n in nodes):
             assert all(n.router is not None and n.router.poll() is None for n in nodes), "a router exited"
             assert time.monotonic() < deadline, "a router did not start"
             time.sleep(0.3)

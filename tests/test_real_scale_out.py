@@ -23,7 +23,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -32,7 +31,15 @@ from pathlib import Path
 import pytest
 
 from agi_router.policy.config import default_policy_path
-from tests.asterisk_harness import AMI, AsteriskInstance, free_port, start, stop_router, write_config
+from tests.asterisk_harness import (
+    AMI,
+    AsteriskInstance,
+    free_port,
+    router_healthy,
+    start,
+    stop_router,
+    write_config,
+)
 from tests.test_real_callers_path import BINARY
 
 pytestmark = [
@@ -82,14 +89,6 @@ class Pair:
         self.ast.cli(f"dialplan set global ROUTER_AGI {','.join(urls) if i is None else urls[i]}")
 
 
-def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-            return '"ok"' in r.read().decode()
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def pair(tmp_path: Path, redis_server: str) -> Iterator[Pair]:
     binary = Path(BINARY)
@@ -137,7 +136,7 @@ def pair(tmp_path: Path, redis_server: str) -> Iterator[Pair]:
         start(ast)
         ami = AMI(ami_port, secret=secret)
         deadline = time.monotonic() + 60
-        while not all(_healthy(p) for p in metrics_ports):
+        while not all(router_healthy(p) for p in metrics_ports):
             assert all(r.poll() is None for r in routers) and time.monotonic() < deadline, "a router did not start"
             time.sleep(0.3)
         yield Pair(ast, ami, routers, agi_ports, metrics_ports, var_dirs)
