@@ -210,3 +210,37 @@ def test_router_wiring_live_audio_on_and_off(tmp_path: Path, caplog: pytest.LogC
     assert [type(s) for s in router.flow.capture.sources] == [HintCapture, DTMFMenuCapture]  # type: ignore[attr-defined]
     assert router.callbacks is None and router.flow.callbacks is None  # no AMI: no callback offered
     assert "live audio disabled: it needs AMI" in caplog.text
+
+
+def test_every_setting_is_in_the_example_file_with_its_default() -> None:
+    """The settings are declared once (the dataclasses of agi_router/config.py, read by load_settings): the
+    example file documents every one of them, and with exactly the default value (#24)."""
+    import dataclasses
+    import tomllib
+
+    from agi_router.config import Settings
+
+    example = tomllib.loads((ROOT / "agi-router.example.toml").read_text())
+    defaults = Settings()
+    skip = {"source", "key_file"}  # where the settings came from; the key's path is documented in a comment
+    missing, wrong = [], []
+    for f in dataclasses.fields(Settings):
+        value = getattr(defaults, f.name)
+        if f.name in skip:
+            continue
+        if dataclasses.is_dataclass(value):
+            table = example.get(f.name)
+            if not isinstance(table, dict):
+                missing.append(f"[{f.name}]")
+                continue
+            for g in dataclasses.fields(value):
+                if g.name not in table:
+                    missing.append(f"[{f.name}] {g.name}")
+                    continue
+                loaded = getattr(load_settings(ROOT / "agi-router.example.toml"), f.name)
+                if getattr(loaded, g.name) != getattr(value, g.name):
+                    wrong.append(f"[{f.name}] {g.name}")
+        elif f.name not in example and value not in (None, ""):
+            missing.append(f.name)
+    assert not missing, f"settings not in agi-router.example.toml: {missing}"
+    assert not wrong, f"example values that are not the defaults: {wrong}"
