@@ -162,7 +162,10 @@ def test_the_load_test_voices_are_those_measured_stable() -> None:
 @needs_tts
 def test_stable_voices_are_still_heard_the_same_at_both_ends_of_the_shift_range(whisper_dir: Path) -> None:
     """A change to the endpointer, the recogniser or the understander can move what the load test's voices
-    are heard as: re-measure two of them (a real recording, an espeak-ng sentence) at -40 and +40 ms."""
+    are heard as: re-measure two real recordings at -40 and +40 ms. (Not an espeak-ng voice: it is spoken
+    again at each run through sox, whose automatic dither makes every synthesis differ in its last bit, and
+    Whisper's reading of synthetic speech follows such details: found when CI heard the one stable espeak
+    voice garbled at -40 ms once in a few runs.)"""
     from agi_router.app import build_understander
     from agi_router.config import Settings
     from agi_router.motives.catalogue import Catalogue
@@ -173,7 +176,7 @@ def test_stable_voices_are_still_heard_the_same_at_both_ends_of_the_shift_range(
     real = [v for v in voices if v.name.startswith("real-")]
     if not real:
         pytest.skip("needs Debian's French prompts (asterisk-core-sounds-fr-wav: scripts/test-debs.txt)")
-    picked = [real[0], next(v for v in voices if not v.name.startswith("real-"))]
+    picked = [real[0], real[len(real) // 2]]
     understander = build_understander(Settings(), Catalogue.load())
     rec = WhisperRecognizer(whisper_dir, workers=1, beam_size=1, window_s=Settings().speech.window_s)
     try:
