@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import statistics
@@ -41,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.machine import machine_info  # noqa: E402
+from loadtest.report import percentile  # noqa: E402
 from tests.test_real_callers_path import _ship, _wait_ready  # noqa: E402
 
 CONFIGS = {"auto": "", "thread": "processes = 0\nworkers = 1\n"}
@@ -61,10 +61,8 @@ def _audit(var: Path) -> list[dict[str, Any]]:
 
 
 def _pct(xs: list[float], q: float) -> float | None:
-    if not xs:
-        return None
-    s = sorted(xs)
-    return round(s[min(len(s) - 1, max(0, math.ceil(q / 100 * len(s)) - 1))], 1)
+    p = percentile(xs, q)
+    return None if p is None else round(p, 1)
 
 
 def one_run(shipped: Any, work: Path, rate: float, seconds: float) -> dict[str, Any]:

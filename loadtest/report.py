@@ -17,7 +17,7 @@ from typing import Any
 
 from .sim import CallRecord
 
-__all__ = ["SLO", "Sample", "Verdict", "write_report"]
+__all__ = ["SLO", "Sample", "Verdict", "ms", "percentile", "write_report"]
 
 
 @dataclass(frozen=True)
@@ -86,19 +86,19 @@ def judge(
         "failed": dict(failures),
         "speech_to_route_ms": {
             "n": n,
-            "p50": _ms(percentile(e2r, 50)),
-            "p99": _ms(p99),
+            "p50": ms(percentile(e2r, 50)),
+            "p99": ms(p99),
             "source": "the router's histogram (bucket bound)" if overridden else "per call",
-            "max": _ms(max(e2r) if e2r else None),
+            "max": ms(max(e2r) if e2r else None),
         },
         "last_word_to_route_ms": last_word_ms
         or {
-            "p50": _ms(percentile(words := [x for r in records if (x := r.last_word_to_route_s) is not None], 50)),
-            "p99": _ms(percentile(words, 99)),
+            "p50": ms(percentile(words := [x for r in records if (x := r.last_word_to_route_s) is not None], 50)),
+            "p99": ms(percentile(words, 99)),
             "n": len(words),
             "source": "per call",
         },
-        "setup_ms_p99": _ms(
+        "setup_ms_p99": ms(
             percentile(
                 [r.first_command_at - r.connected_at for r in records if r.first_command_at and r.connected_at], 99
             )
@@ -129,7 +129,8 @@ def _understood_line(u: dict[str, Any]) -> str:
     return f"{u['understood']} of {u['callers']} ({100 * u['share']:.0f} %)"
 
 
-def _ms(x: float | None) -> float | None:
+def ms(x: float | None) -> float | None:
+    """Seconds -> ms, one decimal (None stays None)."""
     return None if x is None else round(x * 1000, 1)
 
 

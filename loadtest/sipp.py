@@ -42,7 +42,7 @@ from agi_router.media.g711 import ulaw_encode
 
 from .observe import AmiWatch, MetricsWatch, histogram_count, histogram_quantile
 from .population import MENU, Population
-from .report import SLO, write_report
+from .report import SLO, ms, write_report
 from .sim import CallerPlan, CallRecord
 from .voices import stable_voices
 
@@ -274,8 +274,8 @@ def _report(
     n = histogram_count(metrics.first, metrics.last, hist)
     wait = "agi_router_voice_to_route_seconds"
     last_word = {
-        "p50": _ms(histogram_quantile(metrics.first, metrics.last, wait, 0.5)),
-        "p99": _ms(histogram_quantile(metrics.first, metrics.last, wait, 0.99)),
+        "p50": ms(histogram_quantile(metrics.first, metrics.last, wait, 0.5)),
+        "p99": ms(histogram_quantile(metrics.first, metrics.last, wait, 0.99)),
         "n": histogram_count(metrics.first, metrics.last, wait),
         "source": "the router's histogram (bucket upper bound)",
     }
@@ -293,10 +293,6 @@ def _report(
                            override_n=n, last_word_ms=last_word)  # fmt: skip
     print(f"report: {report / 'report.md'} ({'PASSED' if verdict.passed else 'FAILED: ' + '; '.join(verdict.reasons)})")
     return verdict.passed
-
-
-def _ms(x: float | None) -> float | None:
-    return None if x is None else round(x * 1000, 1)
 
 
 def _failed_record(reason: str, t0: float) -> CallRecord:
